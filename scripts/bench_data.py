@@ -1,0 +1,172 @@
+"""Training-sample throughput of the trajectory store against plain in-memory numpy arrays.
+
+A realistic sample: 2 cameras at 96x96, 2 history frames, the state and a 16-step action chunk,
+through ``make_dataloader`` (chunk-aware shuffling) in one process and with 2 workers. Each loader
+is a function returning samples/s, so another (e.g. LeRobotDataset) can be added to ``LOADERS``.
+
+    python scripts/bench_data.py --store /tmp/vla_bench.zarr          # 100,000 frames (cached)
+    python scripts/bench_data.py --store /tmp/vla_bench_quick.zarr --quick
+
+"Cold" emulates a store larger than the loader's memory: the page cache of every store file is
+dropped (posix_fadvise DONTNEED) and each process's decoded-chunk cache is capped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from vla.data import TrajectoryDataset, TrajectoryStore, WindowSpec, make_dataloader
+from vla.data.synthetic import synthetic_schema, write_synthetic_store
+
+SPEC = WindowSpec(n_obs_steps=2, horizon=16)
+EPISODE_LENGTH = 200
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, {platform.python_version()}, torch {torch.__version__}"
+
+
+def ensure_store(path: str, frames: int) -> TrajectoryStore:
+    """The benchmark store (generated once, reused while it has the requested size)."""
+    episodes = frames // EPISODE_LENGTH
+    try:
+        store = TrajectoryStore.open(path)
+        if store.num_episodes == episodes:
+            return store
+    except Exception:  # noqa: BLE001 - missing or different: regenerate
+        pass
+    print(f"generating {episodes * EPISODE_LENGTH} frames at {path} ...", flush=True)
+    start = time.perf_counter()
+    write_synthetic_store(
+        path, episodes, EPISODE_LENGTH, synthetic_schema(image_size=96), overwrite=True
+    ).close()
+    print(f"  written in {time.perf_counter() - start:.0f} s", flush=True)
+    return TrajectoryStore.open(path)
+
+
+def drop_page_cache(path: str) -> None:
+    for file in Path(path).rglob("*"):
+        if file.is_file():
+            fd = os.open(file, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+
+
+def _rate(
+    dataset: TrajectoryDataset, workers: int, batch_size: int, samples: int, shuffle: str = "chunk"
+) -> float:
+    if shuffle == "chunk":
+        loader = make_dataloader(dataset, batch_size, num_workers=workers, seed=0)
+    else:  # plain uniform shuffling, for comparison
+        loader = torch.utils.data.DataLoader(dataset, batch_size, shuffle=True, num_workers=workers)
+    iterator = iter(loader)
+    next(iterator)  # worker start-up and first reads are not throughput
+    count, start = 0, time.perf_counter()
+    for batch in iterator:
+        count += len(batch["action"])
+        if count >= samples:
+            break
+    return count / (time.perf_counter() - start)
+
+
+def vla_store(args: argparse.Namespace, workers: int, cold: bool = False) -> float:
+    """The trajectory store through the chunk cache (cold: page cache dropped, cache capped)."""
+    if cold:
+        drop_page_cache(args.store)
+    cache = args.cold_cache_mb << 20 if cold else 512 << 20
+    return _rate(
+        TrajectoryDataset(args.store, SPEC, cache_bytes=cache), workers, args.batch_size, args.samples
+    )
+
+
+def vla_store_plain_shuffle(args: argparse.Namespace, workers: int) -> float:
+    """The store with uniform shuffling instead of the chunk-aware sampler (why the sampler exists)."""
+    dataset = TrajectoryDataset(args.store, SPEC, cache_bytes=args.cold_cache_mb << 20)
+    return _rate(
+        dataset, workers, args.batch_size, max(args.batch_size * 4, args.samples // 20), shuffle="plain"
+    )
+
+
+def in_memory(args: argparse.Namespace, workers: int) -> float:
+    """The limit: identical windows gathered from numpy arrays in RAM (the first episodes)."""
+    episodes = list(range(min(args.memory_episodes, TrajectoryStore.open(args.store).num_episodes)))
+    dataset = TrajectoryDataset(args.store, SPEC, episodes=episodes, in_memory=True)
+    dataset[0]  # load before forking workers, so they share the arrays
+    return _rate(dataset, workers, args.batch_size, args.samples)
+
+
+LOADERS: dict[str, Callable[..., float]] = {"in-memory numpy": in_memory, "vla store": vla_store}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--store", default="/tmp/vla_bench_store.zarr", help="where the generated store is cached"
+    )
+    parser.add_argument("--frames", type=int, default=100_000)
+    parser.add_argument("--samples", type=int, default=20_000, help="samples timed per measurement")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--cold-cache-mb", type=int, default=64, help="decoded-chunk cache per process, cold runs"
+    )
+    parser.add_argument(
+        "--memory-episodes", type=int, default=50, help="episodes loaded for the in-memory limit"
+    )
+    parser.add_argument("--quick", action="store_true", help="a small store and short runs")
+    args = parser.parse_args()
+    if args.quick:
+        args.frames, args.samples, args.memory_episodes = 10_000, 3_000, 20
+    torch.set_num_threads(1)
+    print(f"machine: {machine()}")
+    store = ensure_store(args.store, args.frames)
+    size = sum(f.stat().st_size for f in Path(args.store).rglob("*") if f.is_file())
+    raw = store.num_frames * sum(
+        int(torch.tensor(s.shape).prod()) * torch.empty(0, dtype=getattr(torch, s.dtype)).element_size()
+        for s in store.schema.features.values()
+    )
+    print(f"store: {store.num_frames} frames, {size / 2**30:.2f} GiB on disk ({size / raw:.2f} of raw)")
+    print(
+        f"sample: 2 cameras 96x96, {SPEC.n_obs_steps} history frames, state, {SPEC.horizon}-step actions; "
+        f"batch {args.batch_size}, {args.samples} samples timed\n"
+    )
+    for workers in (0, 2):
+        label = "1 process" if workers == 0 else f"{workers} workers"
+        limit = LOADERS["in-memory numpy"](args, workers)
+        warm = LOADERS["vla store"](args, workers)
+        cold = vla_store(args, workers, cold=True)
+        print(f"[{label}] in-memory numpy (limit)        {limit:9.0f} samples/s")
+        print(
+            f"[{label}] vla store, page cache warm     {warm:9.0f} samples/s  ratio {warm / limit:.2f} (goal >= 0.50)"
+        )
+        per_process = cold / max(workers, 1)
+        print(
+            f"[{label}] vla store, cold, {args.cold_cache_mb} MiB cache  {cold:9.0f} samples/s  "
+            f"{per_process:.0f}/process (goal >= 1500/process)",
+            flush=True,
+        )
+    plain = vla_store_plain_shuffle(args, 0)
+    print(
+        f"[1 process] vla store, plain uniform shuffle  {plain:9.0f} samples/s (without the chunk-aware sampler)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Benchmark the VLA model: training throughput, action-chunk latency, tokens per chunk.
+
+For each policy size (``policies/<name>.yaml``) it measures, side by side in one run:
+
+- training samples/s (forward + backward + AdamW step on random inputs of the demo's shapes);
+- inference latency of one action chunk at batch 1 (p50, p99) with the KV cache and without it
+  (the uncached reference re-runs the full sequence per token), and their ratio, for the number of
+  tokens the binning tokenizer needs and the mean number FAST needs;
+- action tokens per chunk, binning vs FAST, on synthetic smooth chunks or on a trajectory store.
+
+    .venv/bin/python scripts/bench_model.py                      # tiny and small on the CPU
+    .venv/bin/python scripts/bench_model.py --models tiny --threads 1
+    .venv/bin/python scripts/bench_model.py --device cuda --models tiny small base
+    .venv/bin/python scripts/bench_model.py --store data/tabletop_demo.zarr
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from vla.model.action_tokenizers import BinningTokenizer, FastTokenizer
+from vla.model.model import VLA, VLAConfig
+
+POLICIES = Path(__file__).resolve().parents[1] / "policies"
+
+
+def machine(device: torch.device) -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    text = f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        text += f", GPU {torch.cuda.get_device_name(device)}"
+    return text
+
+
+def smooth_chunks(n: int, horizon: int, dims: int, seed: int = 0) -> np.ndarray:
+    """Low-frequency random trajectories in [-1, 1] standing in for normalized robot actions."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0.0, 1.0, horizon)[None, :, None]
+    offset = rng.uniform(-0.7, 0.7, (n, 1, dims))
+    amplitude = rng.uniform(0.0, 0.3, (n, 1, dims))
+    frequency = rng.uniform(0.2, 1.0, (n, 1, dims))
+    return (offset + amplitude * np.sin(2 * np.pi * frequency * t + rng.uniform(0, 6.3, (n, 1, dims)))).astype(np.float32)
+
+
+def store_chunks(path: str, horizon: int, limit: int = 4096) -> np.ndarray:
+    """Action windows from a trajectory store, scaled so q01..q99 maps to [-1, 1]."""
+    from vla.data.store import TrajectoryStore
+    from vla.features import ACTION_KEY
+
+    store = TrajectoryStore.open(path, mode="r")
+    windows = []
+    for e in range(store.num_episodes):
+        actions = np.asarray(store.read_episode(e, [ACTION_KEY])[ACTION_KEY], dtype=np.float32)
+        windows += [actions[s : s + horizon] for s in range(0, len(actions) - horizon + 1)]
+        if len(windows) >= limit:
+            break
+    chunks = np.stack(windows[:limit])
+    q01, q99 = np.quantile(chunks.reshape(-1, chunks.shape[-1]), [0.01, 0.99], axis=0)
+    return np.clip(2 * (chunks - q01) / np.maximum(q99 - q01, 1e-6) - 1, -1, 1)
+
+
+def make_config(name: str, args: argparse.Namespace, vocab: int, max_tokens: int) -> VLAConfig:
+    section = OmegaConf.to_container(OmegaConf.load(POLICIES / f"{name}.yaml").model)
+    return VLAConfig(**section, image_size=args.image_size, state_dim=args.state_dim, action_dim=args.action_dim,
+                     text_vocab_size=300, action_vocab_size=vocab, max_action_tokens=max_tokens)  # fmt: skip
+
+
+def random_obs(config: VLAConfig, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+    T, N, S = config.n_obs_steps, len(config.cameras), config.image_size
+    text_len = min(12, config.max_text_len)
+    return {
+        "images": torch.rand(batch, T, N, 3, S, S, device=device),
+        "state": torch.randn(batch, T, config.state_dim, device=device),
+        "obs_is_pad": torch.zeros(batch, T, dtype=torch.bool, device=device),
+        "text_tokens": torch.randint(3, config.text_vocab_size, (batch, text_len), device=device),
+        "text_is_pad": torch.zeros(batch, text_len, dtype=torch.bool, device=device),
+    }
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_throughput(model: VLA, config: VLAConfig, tokens: int, args, device) -> float:
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    obs = random_obs(config, args.batch_size, device)
+    targets = torch.randint(0, config.action_vocab_size - 1, (args.batch_size, tokens), device=device)
+    elapsed = 0.0
+    for step in range(args.train_steps + 2):  # the first two steps warm up allocators and kernels
+        sync(device)
+        start = time.perf_counter()
+        loss = model.loss(obs, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sync(device)
+        if step >= 2:
+            elapsed += time.perf_counter() - start
+    return args.batch_size * args.train_steps / elapsed
+
+
+def latency_ms(model: VLA, config: VLAConfig, tokens: int, use_cache: bool, repeats: int, device) -> list[float]:
+    model.eval()
+    obs = random_obs(config, 1, device)
+    times = []
+    for i in range(repeats + 3):
+        sync(device)
+        start = time.perf_counter()
+        model.generate(obs, tokens, use_cache=use_cache)
+        sync(device)
+        if i >= 3:
+            times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["tiny", "small"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--store", default=None, help="trajectory store to count action tokens on")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--state-dim", type=int, default=10)
+    parser.add_argument("--action-dim", type=int, default=4, help="the tabletop demo's ee_delta actions: 4")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--train-steps", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=30, help="chunks timed per configuration (cached)")
+    parser.add_argument("--uncached-repeats", type=int, default=5)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    print(f"machine: {machine(device)}")
+
+    for name in args.models:
+        horizon = int(OmegaConf.load(POLICIES / f"{name}.yaml").model.horizon)
+        chunks = store_chunks(args.store, horizon) if args.store else smooth_chunks(4096, horizon, args.action_dim)
+        source = args.store or "synthetic smooth chunks"
+        binning = BinningTokenizer().fit(chunks)
+        fast = FastTokenizer().fit(chunks)
+        fast_lengths = fast.encode(chunks)[1].sum(1).float()
+        fast_mean = round(float(fast_lengths.mean()))
+        print(f"\n[{name}] action tokens per chunk (H={horizon}, A={chunks.shape[-1]}, {source}): binning "
+              f"{binning.max_tokens}, FAST mean {fast_lengths.mean():.1f} max {int(fast_lengths.max())} "
+              f"(EOS included; {binning.max_tokens / float(fast_lengths.mean()):.1f}x fewer)")  # fmt: skip
+        vocab = max(binning.vocab_size, fast.vocab_size)
+        config = make_config(name, args, vocab, max(binning.max_tokens, fast.max_tokens))
+        model = VLA(config).to(device)
+        print(f"[{name}] {model.num_parameters() / 1e6:.2f}M parameters, {config.n_layer} layers x {config.n_embd}")
+        samples = train_throughput(model, config, binning.max_tokens, args, device)
+        print(f"[{name}] training (binning targets, batch {args.batch_size}): {samples:.1f} samples/s")
+        for label, tokens in (("binning", binning.max_tokens), ("FAST", fast_mean)):
+            cached = latency_ms(model, config, tokens, True, args.repeats, device)
+            uncached = latency_ms(model, config, tokens, False, args.uncached_repeats, device)
+            ratio = statistics.median(uncached) / statistics.median(cached)
+            print(f"[{name}] chunk latency, batch 1, {tokens} {label} tokens: KV cache p50 "
+                  f"{percentile(cached, 50):.2f} ms p99 {percentile(cached, 99):.2f} ms | no cache p50 "
+                  f"{percentile(uncached, 50):.2f} ms p99 {percentile(uncached, 99):.2f} ms | "
+                  f"cache speed-up {ratio:.1f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

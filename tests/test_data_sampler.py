@@ -1,0 +1,96 @@
+"""Training windows, episode split, TrajectoryDataset in DataLoaders, and the chunk-aware sampler."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from vla.data import ChunkAwareSampler, TrajectoryDataset, WindowSpec, make_dataloader, split_episodes
+
+SPEC = WindowSpec(n_obs_steps=3, horizon=4)
+
+
+def test_window_pads_with_edge_frames_and_masks(data_store_path):
+    dataset = TrajectoryDataset(data_store_path, SPEC)
+    assert len(dataset) == 24
+    first = dataset[5]  # frame 0 of episode 1 (frames 5..13)
+    assert (first["episode_index"], first["frame_index"], first["instruction"]) == (1, 0, "task 1")
+    assert first["observation.state"][:, 0].tolist() == [5, 5, 5]
+    assert first["observation_is_pad"].tolist() == [True, True, False]
+    assert first["action"][:, 0].tolist() == [0, 1, 2, 3]
+    assert not first["action_is_pad"].any()
+    last = dataset[13]  # frame 8, the last of episode 1
+    assert last["observation.state"][:, 0].tolist() == [11, 12, 13]
+    assert last["action"][:, 0].tolist() == [8, 8, 8, 8]
+    assert last["action_is_pad"].tolist() == [False, True, True, True]
+    image = last["observation.images.front"]
+    assert (
+        image.dtype == torch.uint8
+        and image.shape == (3, 16, 16, 3)
+        and image[:, 0, 0, 0].tolist() == [11, 12, 13]
+    )
+    assert last["observation.state"].dtype == torch.float32 and last["action"].shape == (4, 2)
+    assert last["observation_is_pad"].dtype == torch.bool
+
+
+def test_episode_subset_and_observation_keys(data_store_path):
+    spec = WindowSpec(1, 2, observation_keys=("observation.state",))
+    dataset = TrajectoryDataset(data_store_path, spec, episodes=[2, 0])
+    assert len(dataset) == 8 and {dataset[i]["episode_index"] for i in range(8)} == {0, 2}
+    assert "observation.images.front" not in dataset[0]
+    with pytest.raises(KeyError, match="observation.velocity"):
+        TrajectoryDataset(data_store_path, WindowSpec(observation_keys=("observation.velocity",)))
+    with pytest.raises(IndexError):
+        TrajectoryDataset(data_store_path, spec, episodes=[4])
+
+
+def test_store_and_in_memory_sources_agree(data_store_path):
+    lazy = TrajectoryDataset(data_store_path, SPEC, cache_bytes=1)  # evicts on every chunk
+    eager = TrajectoryDataset(data_store_path, SPEC, in_memory=True)
+    for i in range(len(lazy)):
+        a, b = lazy[i], eager[i]
+        for key in a:
+            if isinstance(a[key], torch.Tensor):
+                assert torch.equal(a[key], b[key]), key
+            else:
+                assert a[key] == b[key]
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    train, val = split_episodes(50, 0.2, seed=3)
+    assert len(val) == 10 and sorted(train + val) == list(range(50))
+    assert split_episodes(50, 0.2, seed=3) == (train, val)
+    assert split_episodes(50, 0.2, seed=4) != (train, val)
+    assert split_episodes(3, 0.01, seed=0)[1] != []  # asked for validation: at least one episode
+    assert split_episodes(5, 0.0, seed=0) == ([0, 1, 2, 3, 4], [])
+    with pytest.raises(ValueError):
+        split_episodes(5, 1.0, seed=0)
+
+
+def test_chunk_aware_sampler_is_a_local_permutation(data_store_path):
+    dataset = TrajectoryDataset(data_store_path, SPEC)
+    sampler = ChunkAwareSampler(dataset, group_frames=4, groups_in_flight=2, seed=1)
+    first, second = list(sampler), list(sampler)
+    assert sorted(first) == list(range(24)) and sorted(second) == list(range(24))
+    assert first != second  # a new order each epoch
+    groups = dataset.anchor_frame[np.array(first)] // 4
+    assert all(len(set(groups[i : i + 8])) <= 2 for i in range(0, 24, 8))  # two groups at a time
+    ranks = [list(ChunkAwareSampler(dataset, group_frames=4, seed=1, rank=r, world_size=2)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) and not set(ranks[0]) & set(ranks[1])
+
+
+def test_dataloader_with_two_workers_covers_every_sample(data_store_path):
+    dataset = pickle.loads(pickle.dumps(TrajectoryDataset(data_store_path, SPEC)))
+    dataset[0]  # opened in the parent before forking: workers must reopen their own
+    loader = make_dataloader(dataset, batch_size=5, num_workers=2, seed=0)
+    seen = []
+    for batch in loader:
+        assert batch["observation.images.front"].shape[1:] == (3, 16, 16, 3)
+        assert len(batch["instruction"]) == len(batch["episode_index"])
+        seen += (batch["observation.state"][:, -1, 0]).long().tolist()
+    assert sorted(seen) == list(range(24))
+    ordered = [b["observation.state"][:, -1, 0] for b in make_dataloader(dataset, 24, shuffle=False)]
+    assert ordered[0].tolist() == list(range(24))

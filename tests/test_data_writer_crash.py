@@ -1,0 +1,84 @@
+"""A writer killed with SIGKILL mid-episode: the store reopens valid with every committed episode."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import data_frame, data_schema, write_data_episodes
+
+from vla.data import TrajectoryStore, validate_store
+
+# Writes tagged episodes of 12 frames forever, flushing every 4 frames (so partial episodes reach
+# the arrays), and prints each committed index.
+WRITER = """
+import sys
+sys.path.insert(0, {tests!r})
+from conftest import data_frame
+from vla.data import TrajectoryStore
+store = TrajectoryStore.open({path!r}, mode="a")
+with store.writer(flush_frames=4) as writer:
+    while True:
+        total = store.num_frames
+        writer.start_episode("crash test", seed=store.num_episodes)
+        for i in range(12):
+            writer.add_frame(data_frame(total + i, i))
+        print(writer.commit_episode(True), flush=True)
+"""
+
+
+def _check_intact(path, at_least: int) -> int:
+    store = TrajectoryStore.open(path)
+    assert store.num_episodes >= at_least
+    ends = store.episode_ends()
+    assert ends[-1] == store.num_frames
+    state = np.concatenate([store.read_episode(i)["observation.state"] for i in range(store.num_episodes)])
+    np.testing.assert_array_equal(state[:, 0], np.arange(store.num_frames))  # every frame, in order
+    assert validate_store(path) == []
+    return store.num_episodes
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.13])
+def test_killed_writer_leaves_committed_episodes_intact(tmp_path, delay):
+    path = tmp_path / "store.zarr"
+    with TrajectoryStore.create(path, data_schema(), fps=10, robot_type="test") as store:
+        write_data_episodes(store, [3])
+    code = WRITER.format(tests=os.path.dirname(__file__), path=str(path))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(2):  # two committed episodes, then die somewhere in the next
+            assert child.stdout.readline().strip().isdigit()
+        time.sleep(delay)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    committed = _check_intact(path, at_least=3)
+    # Reopening for append truncates what the dead writer left past the commit point.
+    with TrajectoryStore.open(path, mode="a") as store:
+        assert store.array("data/observation.state").shape[0] == store.num_frames
+        assert not list(path.rglob("*.partial"))
+        write_data_episodes(store, [4])
+    assert _check_intact(path, at_least=committed + 1) == committed + 1
+
+
+def test_reader_never_sees_a_partial_episode_while_writer_runs(tmp_path):
+    path = tmp_path / "store.zarr"
+    TrajectoryStore.create(path, data_schema(), fps=10, robot_type="test").close()
+    code = WRITER.format(tests=os.path.dirname(__file__), path=str(path))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        child.stdout.readline()
+        for _ in range(15):
+            store = TrajectoryStore.open(path)
+            assert store.num_frames == 12 * store.num_episodes
+            last = store.read_episode(store.num_episodes - 1)["action"][:, 0]
+            np.testing.assert_array_equal(last, np.arange(12))
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert data_frame(0, 0)["action"][0] == 0

@@ -1,0 +1,210 @@
+"""Wire format, the policy server and the torch-free client, over loopback with dynamic ports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import msgpack
+import numpy as np
+import pytest
+from deploy_fakes import FakePolicy, FakeSpec, fake_observation
+from websockets.sync.client import connect
+
+from vla.deploy.client import PolicyClient, RemoteInference, ServerError
+from vla.deploy.protocol import ProtocolError, pack, unpack
+from vla.deploy.server import serve_in_thread
+from vla.features import STATE_KEY
+
+
+@pytest.fixture()
+def server():
+    policy = FakePolicy()
+    handle = serve_in_thread(policy, max_message_bytes=64 * 1024)
+    handle.policy = policy
+    yield handle
+    handle.stop()
+
+
+def test_arrays_round_trip_and_bad_arrays_are_named() -> None:
+    message = {
+        "type": "x",
+        "a": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "b": np.zeros((2, 2), np.uint8),
+        "s": "t",
+    }
+    decoded = unpack(pack(message))
+    assert decoded["a"].dtype == np.float32 and decoded["a"].shape == (2, 3) and decoded["a"].flags.writeable
+    assert np.array_equal(decoded["a"], message["a"]) and decoded["s"] == "t"
+    big_endian = unpack(pack({"type": "x", "a": np.arange(3, dtype=">i4")}))["a"]
+    assert big_endian.tolist() == [0, 1, 2]
+    with pytest.raises(TypeError, match="object"):
+        pack({"type": "x", "a": np.array([object()])})
+    forged = msgpack.packb(
+        {"type": "x", "a": {"__ndarray__": True, "dtype": "|O", "shape": [1], "bytes": b"\0" * 8}}
+    )
+    with pytest.raises(ProtocolError, match="dtype '|O' is not allowed"):
+        unpack(forged)
+    short = msgpack.packb(
+        {"type": "x", "a": {"__ndarray__": True, "dtype": "<f4", "shape": [4], "bytes": b"\0" * 8}}
+    )
+    with pytest.raises(ProtocolError, match="needs 16 bytes, got 8"):
+        unpack(short)
+    with pytest.raises(ProtocolError, match="malformed msgpack"):
+        unpack(b"\xc1\xff\x00")
+    with pytest.raises(ProtocolError, match="exceeds max_size"):
+        unpack(pack({"type": "x", "a": np.zeros(100, np.uint8)}), max_bytes=50)
+
+
+def test_client_imports_neither_torch_nor_mujoco() -> None:
+    code = "import sys, vla.deploy.client; bad = [m for m in ('torch', 'mujoco', 'gymnasium', 'lerobot') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_health_and_inference(server) -> None:
+    with PolicyClient(server.url) as client:
+        health = client.health()
+        assert health["status"] == "ok" and health["spec"]["chunk_size"] == 8
+        assert health["spec"]["camera_keys"] == ["observation.images.front"]
+        actions, timing = client.infer(fake_observation())
+        assert actions.shape == (8, 2) and np.allclose(actions[0], [-0.1, 0.1])
+        assert {"decode_ms", "queue_ms", "infer_ms", "encode_ms", "batch_size"} <= set(timing)
+        history = fake_observation()
+        history[STATE_KEY] = np.ones((1, 2), np.float32)
+        history["observation.images.front"] = history["observation.images.front"][None]
+        assert np.allclose(client.infer(history)[0][0], [-0.1, -0.1])
+
+
+BAD_OBSERVATIONS = {
+    "missing camera": (lambda o: o.pop("observation.images.front"), "observation.images.front"),
+    "float image": (
+        lambda o: o.update({"observation.images.front": np.zeros((8, 8, 3), np.float32)}),
+        "uint8",
+    ),
+    "wrong image size": (
+        lambda o: o.update({"observation.images.front": np.zeros((9, 8, 3), np.uint8)}),
+        "observation.images.front",
+    ),
+    "short state": (lambda o: o.update({STATE_KEY: np.zeros(3, np.float32)}), STATE_KEY),
+    "nan state": (lambda o: o.update({STATE_KEY: np.array([np.nan, 0], np.float32)}), "NaN"),
+    "no instruction": (lambda o: o.pop("instruction"), "instruction"),
+    "list state": (lambda o: o.update({STATE_KEY: [0.0, 1.0]}), "must be an array"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_OBSERVATIONS))
+def test_bad_observations_get_errors_naming_the_field(server, name) -> None:
+    mutate, expected = BAD_OBSERVATIONS[name]
+    observation = fake_observation()
+    mutate(observation)
+    with PolicyClient(server.url) as client:
+        with pytest.raises(ServerError, match=expected.replace(".", r"\.")):
+            client.infer(observation)
+        assert client.infer(fake_observation())[0].shape == (8, 2), (
+            "the connection must survive a bad request"
+        )
+
+
+def test_malformed_and_oversized_messages_get_error_replies(server) -> None:
+    with connect(server.url) as ws:
+        for payload, expected in [
+            (b"\xc1garbage", "malformed msgpack"),
+            ("text", "text frames"),
+            (msgpack.packb([1, 2]), "must be a map"),
+            (pack({"type": "fly"}), "unknown message type"),
+            (pack({"type": "infer", "observation": fake_observation()}), "integer field 'id'"),
+            (pack({"type": "infer", "id": 3}), "'observation'"),
+            (
+                pack({"type": "infer", "id": 4, "observation": {"pad": np.zeros(100_000, np.uint8)}}),
+                "exceeds max_size",
+            ),
+        ]:
+            ws.send(payload)
+            reply = unpack(ws.recv(timeout=10))
+            assert reply["type"] == "error" and expected in reply["error"], (expected, reply)
+        ws.send(pack({"type": "health"}))
+        assert unpack(ws.recv(timeout=10))["status"] == "ok"
+
+
+def test_bad_client_does_not_disturb_a_good_one(server) -> None:
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def bad_client() -> None:
+        with connect(server.url) as ws:
+            while not stop.is_set():
+                ws.send(b"\x00\xc1 junk")
+                ws.recv(timeout=10)
+                observation = fake_observation()
+                observation[STATE_KEY] = np.array([np.inf, 0], np.float32)
+                ws.send(pack({"type": "infer", "id": 1, "observation": observation}))
+                if unpack(ws.recv(timeout=10))["type"] != "error":
+                    failures.append("a NaN observation was answered")
+
+    thread = threading.Thread(target=bad_client)
+    thread.start()
+    try:
+        with PolicyClient(server.url) as client:
+            for i in range(30):
+                actions, _ = client.infer(fake_observation(state=(float(i), 0.0)))
+                assert np.isclose(actions[0, 0], -0.1 * i)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not failures
+
+
+def test_concurrent_clients_are_batched() -> None:
+    policy = FakePolicy(delay_s=0.05)
+    handle = serve_in_thread(policy)
+    try:
+        results = []
+
+        def run(i: int) -> None:
+            with PolicyClient(handle.url) as client:
+                results.append(client.infer(fake_observation(state=(float(i), 1.0)))[0][0, 0] + 0.1 * i)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=20)
+        assert len(results) == 6 and np.allclose(results, 0.0, atol=1e-6), "each client gets its own chunk"
+        assert max(policy.batch_sizes) > 1
+    finally:
+        handle.stop()
+
+
+def test_failing_policy_yields_error_and_server_survives() -> None:
+    class Broken(FakePolicy):
+        def predict_chunks(self, batch):
+            if batch[STATE_KEY][0, -1, 0] < 0:
+                raise RuntimeError("CUDA out of memory")
+            return super().predict_chunks(batch)
+
+    handle = serve_in_thread(Broken(FakeSpec()))
+    try:
+        with PolicyClient(handle.url) as client:
+            with pytest.raises(ServerError, match="inference failed: RuntimeError: CUDA out of memory"):
+                client.infer(fake_observation(state=(-1.0, 0.0)))
+            assert client.infer(fake_observation())[0].shape == (8, 2)
+    finally:
+        handle.stop()
+
+
+def test_remote_inference_runs_in_background(server) -> None:
+    remote = RemoteInference(server.url)
+    try:
+        assert remote.spec["state_dim"] == 2
+        assert remote.submit(fake_observation(), "tag")
+        assert not remote.submit(fake_observation(), "second"), "one request in flight at a time"
+        result = remote.poll(timeout=10)
+        assert result.tag == "tag" and result.chunk.shape == (8, 2) and result.error is None
+        assert (
+            result.server_timing["infer_ms"] >= 0
+            and result.latency_s * 1e3 >= result.server_timing["infer_ms"]
+        )
+    finally:
+        remote.close()

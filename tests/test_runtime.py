@@ -1,0 +1,132 @@
+"""The policy runtime: load a checkpoint written by `vla train`, predict, act, and refuse bad input."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_train_helpers import make_config_root, make_tiny_store
+
+from vla.config import compose
+from vla.policies import load_policy as load_policy_public
+from vla.policies.checks import FeatureMismatchError, ObservationError
+from vla.policies.runtime import Policy, load_policy
+from vla.train.checkpoint import CheckpointError
+from vla.train.loop import train
+
+FRONT, WRIST, STATE = "observation.images.front", "observation.images.wrist", "observation.state"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("runtime")
+    make_config_root(root / "cfg", make_tiny_store(root / "store.zarr"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VLA_CONFIG_ROOT", str(root / "cfg"))
+        cfg = compose(["dataset=tinyds", "policy=testtiny", f"out={root / 'run'}", "train.steps=2"])
+        return train(cfg).run_dir
+
+
+@pytest.fixture(scope="module")
+def policy(run_dir: Path) -> Policy:
+    return load_policy_public(run_dir, device="cpu")  # the documented entry point vla.load_policy
+
+
+def _frame(rng: np.random.Generator | None = None) -> dict:
+    rng = rng or np.random.default_rng(0)
+    return {
+        FRONT: rng.integers(0, 256, (16, 16, 3), dtype=np.uint8),
+        WRIST: rng.integers(0, 256, (16, 16, 3), dtype=np.uint8),
+        STATE: rng.normal(size=4).astype(np.float32),
+        "instruction": "pick up the red cube",
+    }
+
+
+def test_spec_matches_the_training_data(policy: Policy) -> None:
+    spec = policy.spec
+    assert spec.camera_keys == (FRONT, WRIST) and spec.image_shape == (16, 16, 3)
+    assert (spec.state_dim, spec.action_dim, spec.n_obs_steps, spec.chunk_size) == (4, 3, 2, 4)
+    assert spec.fps == 10.0 and spec.action_names == ("a0", "a1", "a2")
+    spec.check_features({FRONT: (16, 16, 3), WRIST: (16, 16, 3), STATE: (4,)})
+    with pytest.raises(FeatureMismatchError, match="wrist"):
+        spec.check_features({FRONT: (16, 16, 3), STATE: (4,)})
+    with pytest.raises(FeatureMismatchError, match="observation.state"):
+        spec.check_features({FRONT: (16, 16, 3), WRIST: (16, 16, 3), STATE: (7,)})
+
+
+def test_predict_chunk_single_frame_and_history(policy: Policy) -> None:
+    chunk = policy.predict_chunk(_frame())
+    assert chunk.shape == (4, 3) and chunk.dtype == np.float32 and np.isfinite(chunk).all()
+    history = {k: np.stack([v, v]) if k != "instruction" else v for k, v in _frame().items()}
+    # A single frame is padded by repeating it, so it equals a history of that frame twice... except
+    # that padded steps are masked; both must still be valid chunks of the right shape.
+    assert policy.predict_chunk(history).shape == (4, 3)
+
+
+def test_predict_chunks_batched_equals_one_by_one(policy: Policy) -> None:
+    frames = [_frame(np.random.default_rng(i)) for i in range(3)]
+    batch = {k: np.stack([f[k] for f in frames])[:, None] for k in (FRONT, WRIST, STATE)}
+    batch["instruction"] = [f["instruction"] for f in frames]
+    chunks = policy.predict_chunks(batch)
+    assert chunks.shape == (3, 4, 3)
+    for i, frame in enumerate(frames):
+        np.testing.assert_allclose(policy.predict_chunk(frame), chunks[i], rtol=1e-4, atol=1e-4)
+    # Actions are un-normalized: they live in the data's range, not in [-1, 1] bins.
+    stats = policy.normalizer.stats["action"]
+    assert np.all(chunks >= stats["q01"] - 3 * (stats["q99"] - stats["q01"]))
+
+
+def test_act_requires_reset_then_replans(run_dir: Path) -> None:
+    policy = load_policy(run_dir, device="cpu", replan_every=2)
+    with pytest.raises(RuntimeError, match="before Policy.reset"):
+        policy.act(_frame())
+    policy.reset("pick up the red cube")
+    actions = [policy.act(_frame(np.random.default_rng(i))) for i in range(5)]
+    assert all(a.shape == (3,) and np.isfinite(a).all() for a in actions)
+    ensemble = load_policy(run_dir, device="cpu", temporal_ensemble=0.1)
+    ensemble.reset("pick up the red cube")
+    assert ensemble.act(_frame()).shape == (3,)
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        (lambda f: f.pop(WRIST), WRIST, "missing"),
+        (lambda f: f.update({FRONT: np.zeros((32, 32, 3), np.uint8)}), FRONT, "shape"),
+        (lambda f: f.update({FRONT: np.zeros((16, 16, 3), np.float32)}), FRONT, "uint8"),
+        (lambda f: f.update({STATE: np.array([0, np.nan, 0, 0], np.float32)}), STATE, "NaN"),
+        (lambda f: f.update({STATE: np.zeros(5, np.float32)}), STATE, "shape"),
+        (lambda f: f.update({"timestamp": time.time() - 5.0}), "timestamp", "old"),
+        (lambda f: f.update({"instruction": 3}), "instruction", "not str"),
+    ],
+)
+def test_bad_observations_name_the_field(run_dir: Path, change, field: str, message: str) -> None:
+    policy = load_policy(run_dir, device="cpu", max_age_s=1.0)
+    frame = _frame()
+    change(frame)
+    with pytest.raises(ObservationError, match=message) as info:
+        policy.predict_chunk(frame)
+    assert info.value.field == field
+
+
+def test_fresh_timestamp_is_accepted(run_dir: Path) -> None:
+    policy = load_policy(run_dir, device="cpu", max_age_s=5.0)
+    assert policy.predict_chunk({**_frame(), "timestamp": time.time()}).shape == (4, 3)
+
+
+def test_broken_checkpoints_are_named(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    latest = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
+    broken = tmp_path / "broken"
+    shutil.copytree(latest, broken)
+    (broken / "normalization.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="normalization.json"):
+        load_policy(broken, device="cpu")
+    (broken / "normalization.json").unlink()
+    with pytest.raises(CheckpointError, match="normalization.json is missing"):
+        load_policy(broken, device="cpu")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_policy(tmp_path / "nothing", device="cpu")

@@ -1,0 +1,136 @@
+"""``TrajectoryDataset``: a torch Dataset of training windows over a trajectory store.
+
+Every frame of the selected episodes anchors one sample (see :mod:`vla.data.windows`). The store is
+opened lazily in each process that reads (DataLoader workers included) and the dataset pickles as
+its path and settings, so it works with fork, spawn and forkserver workers alike. For fast random
+training reads use :func:`vla.data.sampler.make_dataloader`, which pairs it with the chunk-aware
+sampler.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from vla.data.cache import DEFAULT_CACHE_BYTES, ArrayFrames, StoreFrames
+from vla.data.store import TrajectoryStore
+from vla.data.windows import WindowSpec, read_window
+
+
+def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A seeded split of episode indices into (train, val); both sorted, val non-empty when asked for."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if num_episodes < 0:
+        raise ValueError(f"num_episodes must be >= 0, got {num_episodes}")
+    order = np.random.default_rng(seed).permutation(num_episodes)
+    num_val = int(round(val_fraction * num_episodes))
+    if val_fraction > 0 and num_episodes >= 2:
+        num_val = min(max(num_val, 1), num_episodes - 1)
+    return sorted(order[num_val:].tolist()), sorted(order[:num_val].tolist())
+
+
+class TrajectoryDataset(Dataset):
+    """Training windows of ``store_or_path`` (a store, a local path or an fsspec URL).
+
+    ``episodes`` restricts the samples to those episodes (e.g. from :func:`split_episodes`);
+    ``cache_bytes`` bounds the decoded-chunk cache of each process; ``in_memory`` loads the
+    needed features into RAM once (small stores only).
+    """
+
+    def __init__(
+        self,
+        store_or_path: TrajectoryStore | str | os.PathLike[str],
+        spec: WindowSpec | None = None,
+        episodes: Sequence[int] | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        in_memory: bool = False,
+    ) -> None:
+        self.path = store_or_path.path if isinstance(store_or_path, TrajectoryStore) else str(store_or_path)
+        self.spec = spec or WindowSpec()
+        self.cache_bytes = int(cache_bytes)
+        self.in_memory = in_memory
+        store = (
+            store_or_path if isinstance(store_or_path, TrajectoryStore) else TrajectoryStore.open(self.path)
+        )
+        features = store.schema.features
+        if self.spec.action_key not in features:
+            raise KeyError(f"action key {self.spec.action_key!r} is not a feature of {self.path}")
+        keys = self.spec.observation_keys
+        if keys is None:
+            keys = tuple(k for k in features if k != self.spec.action_key)
+        missing = [k for k in keys if k not in features]
+        if missing:
+            raise KeyError(f"observation keys {missing} are not features of {self.path} ({sorted(features)})")
+        self.observation_keys: tuple[str, ...] = tuple(keys)
+        self.num_store_frames = store.num_frames  # the committed view this dataset reads
+        ends = store.episode_ends()
+        self.episode_starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+        self.episode_stops = ends
+        chosen = (
+            np.arange(len(ends)) if episodes is None else np.asarray(sorted(set(episodes)), dtype=np.int64)
+        )
+        if len(chosen) and (chosen.min() < 0 or chosen.max() >= len(ends)):
+            raise IndexError(f"episodes must lie in [0, {len(ends)}), got {chosen.min()}..{chosen.max()}")
+        self.episodes = chosen
+        lengths = ends[chosen] - self.episode_starts[chosen]
+        # One sample per frame: its global frame index and its episode.
+        self.anchor_episode = np.repeat(chosen, lengths)
+        self.anchor_frame = np.concatenate(
+            [np.arange(self.episode_starts[e], ends[e]) for e in chosen] or [np.zeros(0, np.int64)]
+        ).astype(np.int64)
+        self.instructions = [m.instruction for m in store.episodes_meta()]
+        self.chunk_frames = max(
+            (
+                int(store.array(f"data/{k}").chunks[0])
+                for k in self._read_keys()
+                if features[k].kind == "image"
+            ),
+            default=1024,
+        )
+        self._source: StoreFrames | ArrayFrames | None = None
+        self._source_pid: int | None = None
+
+    def _read_keys(self) -> tuple[str, ...]:
+        return (*self.observation_keys, self.spec.action_key)
+
+    def _open_source(self) -> StoreFrames | ArrayFrames:
+        store = TrajectoryStore.open(self.path)
+        if self.in_memory:
+            end = self.num_store_frames
+            return ArrayFrames({k: np.asarray(store.array(f"data/{k}")[:end]) for k in self._read_keys()})
+        source = StoreFrames(store, self._read_keys(), self.cache_bytes)
+        source._end = self.num_store_frames
+        return source
+
+    @property
+    def source(self) -> StoreFrames | ArrayFrames:
+        """The frame source of this process, opened on first use (again after a fork)."""
+        if self._source is None or self._source_pid != os.getpid():
+            self._source = self._open_source()
+            self._source_pid = os.getpid()
+        return self._source
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_source"] = state["_source_pid"] = None  # each process opens its own
+        return state
+
+    def __len__(self) -> int:
+        return len(self.anchor_frame)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"sample {index} out of range ({len(self)} samples)")
+        t = int(self.anchor_frame[index])
+        episode = int(self.anchor_episode[index])
+        start, stop = int(self.episode_starts[episode]), int(self.episode_stops[episode])
+        sample = read_window(self.source, self.spec, self.observation_keys, t, start, stop)
+        sample["instruction"] = self.instructions[episode]
+        sample["episode_index"] = episode
+        sample["frame_index"] = t - start
+        return sample

@@ -1,0 +1,136 @@
+"""Chunk-aware sampling: random training order that still reads each decoded chunk many times.
+
+Plain shuffling makes every sample touch a different chunk, and a chunk read costs milliseconds.
+:class:`ChunkAwareSampler` shuffles *groups* of frames that share a chunk, takes
+``groups_in_flight`` random groups at a time and shuffles their samples together, so a batch
+still mixes several distant parts of the store while the chunk cache serves most reads.
+With ``num_workers`` DataLoader workers it interleaves one stream per worker batch by batch
+(DataLoader hands batch ``k`` to worker ``k % num_workers``), so workers do not decode the same
+chunks twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader, Sampler
+
+from vla.data.dataset import TrajectoryDataset
+
+
+class ChunkAwareSampler(Sampler[int]):
+    """Sample indices of a :class:`TrajectoryDataset` in chunk-friendly random order.
+
+    Each epoch (``set_epoch``, or automatically on each iteration) draws a new order from ``seed``.
+    ``rank``/``world_size`` split the groups between data-parallel processes, each yielding the
+    same number of samples.
+    """
+
+    def __init__(
+        self,
+        dataset: TrajectoryDataset,
+        *,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        groups_in_flight: int = 4,
+        group_frames: int | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.batch_size = max(1, batch_size)
+        self.streams = max(1, num_workers)
+        self.groups_in_flight = max(1, groups_in_flight)
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+        frames = group_frames or dataset.chunk_frames
+        self._group = dataset.anchor_frame // frames
+        self._group_ids, self._group_of_sample = np.unique(self._group, return_inverse=True)
+        counts = np.bincount(self._group_of_sample, minlength=len(self._group_ids))
+        self._per_rank = (
+            min(int(counts[r::world_size].sum()) for r in range(world_size)) if len(counts) else 0
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self._per_rank if self.world_size > 1 else len(self._group)
+
+    def _order(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        groups = rng.permutation(len(self._group_ids))
+        # Samples of each group, in a random order within the group.
+        shuffled = rng.permutation(len(self._group_of_sample))
+        by_group = shuffled[np.argsort(self._group_of_sample[shuffled], kind="stable")]
+        bounds = np.searchsorted(self._group_of_sample[by_group], np.arange(len(self._group_ids) + 1))
+        mine = groups[self.rank :: self.world_size]
+        streams = []
+        for stream in range(self.streams):
+            owned = mine[stream :: self.streams]
+            parts = []
+            for i in range(0, len(owned), self.groups_in_flight):
+                block = np.concatenate(
+                    [by_group[bounds[g] : bounds[g + 1]] for g in owned[i : i + self.groups_in_flight]]
+                )
+                parts.append(rng.permutation(block))
+            streams.append(np.concatenate(parts) if parts else np.zeros(0, np.int64))
+        order = _interleave_batches(streams, self.batch_size)
+        return order[: len(self)] if self.world_size > 1 else order
+
+    def __iter__(self) -> Iterator[int]:
+        order = self._order()
+        self.epoch += 1
+        return iter(order.tolist())
+
+
+def _interleave_batches(streams: list[np.ndarray], batch_size: int) -> np.ndarray:
+    """Batch 0 of stream 0, batch 0 of stream 1, ..., batch 1 of stream 0, ... (then leftovers)."""
+    if len(streams) == 1:
+        return streams[0]
+    pieces = []
+    longest = max(len(s) for s in streams)
+    for offset in range(0, longest, batch_size):
+        pieces += [s[offset : offset + batch_size] for s in streams]
+    return np.concatenate(pieces)
+
+
+def make_dataloader(
+    dataset: TrajectoryDataset,
+    batch_size: int,
+    *,
+    num_workers: int = 0,
+    shuffle: bool = True,
+    seed: int = 0,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    **loader_kwargs: Any,
+) -> DataLoader:
+    """The recommended training DataLoader: chunk-aware shuffling, persistent workers.
+
+    ``shuffle=False`` reads in store order (validation). Extra arguments go to ``DataLoader``.
+    """
+    sampler = None
+    if shuffle:
+        sampler = ChunkAwareSampler(
+            dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
+    loader_kwargs.setdefault("persistent_workers", num_workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        **loader_kwargs,
+    )

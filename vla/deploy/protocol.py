@@ -1,0 +1,104 @@
+"""The wire format shared by the policy server and its client: msgpack maps, numpy arrays as plain data.
+
+An array travels as ``{"__ndarray__": True, "dtype": "<f4", "shape": [H, A], "bytes": b"..."}`` (never
+pickle: decoding a message can only ever produce numbers, strings, lists, maps and arrays of the plain
+numeric dtypes in :data:`ALLOWED_DTYPES`). Messages are maps with a ``type``:
+
+client -> server
+  ``{"type": "infer", "id": int, "observation": {key: array | str}}``
+  ``{"type": "health"}``  (answered with the server's status and the policy's spec)
+
+server -> client
+  ``{"type": "chunk", "id": int, "actions": array (H, A) float32, "timing": {"decode_ms", "queue_ms",
+  "infer_ms", "encode_ms", "batch_size"}}``
+  ``{"type": "health", "status": "ok", "spec": {...}, "server": {...}}``
+  ``{"type": "error", "id": int | None, "error": "what was wrong"}``
+
+This module imports numpy and msgpack only (it is part of the torch-free client).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import numpy as np
+
+# Little-endian numeric dtypes only: no objects, strings or structured types can come off the wire.
+ALLOWED_DTYPES = frozenset(
+    {"|b1", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f2", "<f4", "<f8"}
+)
+ARRAY_MARKER = "__ndarray__"
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class ProtocolError(ValueError):
+    """A message that cannot be decoded; the text names the problem."""
+
+
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        array = np.ascontiguousarray(obj)
+        if array.dtype.str not in ALLOWED_DTYPES:
+            array = array.astype(array.dtype.newbyteorder("<")) if array.dtype.kind in "biuf" else array
+        if array.dtype.str not in ALLOWED_DTYPES:
+            raise TypeError(
+                f"arrays of dtype {obj.dtype} cannot be sent; use one of {sorted(ALLOWED_DTYPES)}"
+            )
+        return {
+            ARRAY_MARKER: True,
+            "dtype": array.dtype.str,
+            "shape": list(array.shape),
+            "bytes": array.tobytes(),
+        }
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot encode an object of type {type(obj).__name__}")
+
+
+def _decode(obj: dict[Any, Any]) -> Any:
+    if obj.get(ARRAY_MARKER) is not True:
+        return obj
+    dtype, shape, data = obj.get("dtype"), obj.get("shape"), obj.get("bytes")
+    if dtype not in ALLOWED_DTYPES:
+        raise ProtocolError(f"array dtype {dtype!r} is not allowed; use one of {sorted(ALLOWED_DTYPES)}")
+    if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise ProtocolError(f"array shape must be a list of non-negative integers, got {shape!r}")
+    if not isinstance(data, bytes):
+        raise ProtocolError(f"array bytes must be binary, got {type(data).__name__}")
+    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if len(data) != expected:
+        raise ProtocolError(
+            f"array of dtype {dtype} and shape {shape} needs {expected} bytes, got {len(data)}"
+        )
+    # A copy: frombuffer views are read-only, which torch.from_numpy warns about.
+    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+
+
+def pack(message: dict[str, Any]) -> bytes:
+    """Encode a message (numpy arrays included)."""
+    return msgpack.packb(message, default=_encode, use_bin_type=True)
+
+
+def unpack(data: bytes | str, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """Decode a message, or raise :class:`ProtocolError` naming what is wrong with it."""
+    if isinstance(data, str):
+        raise ProtocolError("text frames are not accepted: send msgpack as a binary frame")
+    if len(data) > max_bytes:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds max_size of {max_bytes} bytes")
+    try:
+        message = msgpack.unpackb(data, object_hook=_decode, raw=False, strict_map_key=False)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises several types for corrupt input
+        raise ProtocolError(f"malformed msgpack: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(message, dict):
+        raise ProtocolError(f"a message must be a map, got {type(message).__name__}")
+    if not isinstance(message.get("type"), str):
+        raise ProtocolError("a message needs a string field 'type'")
+    return message
+
+
+def error_message(error: str, request_id: Any = None) -> bytes:
+    """An encoded error reply."""
+    return pack({"type": "error", "id": request_id if isinstance(request_id, int) else None, "error": error})

@@ -1,0 +1,99 @@
+"""Background inference: requesters that predict away from the control loop thread.
+
+A requester's ``submit(observation, tag)`` returns at once; ``poll()`` hands back a finished
+:class:`ChunkResult` (or None). :class:`ThreadedInference` runs any ``predict`` function in a daemon
+thread: a policy's ``predict_chunk`` in-process, or ``vla.deploy.client.PolicyClient.infer`` for a
+remote server. Standard library and numpy only: the torch-free client builds on it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass
+class ChunkResult:
+    """One finished request: the chunk (H, A) or an error, and how long it took."""
+
+    tag: Any
+    chunk: np.ndarray | None
+    latency_s: float  # submit -> result available, as the requester saw it
+    error: str | None = None
+    server_timing: dict[str, float] | None = None  # decode/infer/encode ms when a server answered
+
+
+class ChunkRequester(Protocol):
+    """Background inference: one request in flight at a time."""
+
+    def submit(self, observation: Mapping[str, Any], tag: Any) -> bool: ...
+
+    def poll(self, timeout: float = 0.0) -> ChunkResult | None: ...
+
+    def close(self) -> None: ...
+
+
+class ThreadedInference:
+    """Run ``predict(observation) -> (H, A)`` (or ``((H, A), server timing)``) in a daemon thread."""
+
+    def __init__(self, predict: Callable[[Mapping[str, Any]], Any]) -> None:
+        self._predict = predict
+        self._cond = threading.Condition()
+        self._request: tuple[Mapping[str, Any], Any, float] | None = None
+        self._result: ChunkResult | None = None
+        self._busy = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="vla-inference", daemon=True)
+        self._thread.start()
+
+    def submit(self, observation: Mapping[str, Any], tag: Any) -> bool:
+        """Start predicting from ``observation``; False (and nothing done) while a request is in flight."""
+        with self._cond:
+            if self._busy or self._closed:
+                return False
+            self._busy = True
+            self._request = (observation, tag, time.perf_counter())
+            self._cond.notify_all()
+            return True
+
+    def poll(self, timeout: float = 0.0) -> ChunkResult | None:
+        """The finished result, if any (waiting up to ``timeout`` seconds for it)."""
+        with self._cond:
+            if self._result is None and timeout > 0:
+                self._cond.wait_for(lambda: self._result is not None, timeout)
+            result, self._result = self._result, None
+            return result
+
+    def close(self) -> None:
+        """Stop the worker thread (an inference in progress finishes first)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._request is not None or self._closed)
+                if self._closed:
+                    return
+                assert self._request is not None
+                observation, tag, started = self._request
+                self._request = None
+            chunk, error, timing = None, None, None
+            try:
+                output = self._predict(observation)
+                if isinstance(output, tuple):  # a remote predict also returns the server's timing
+                    output, timing = output
+                chunk = np.asarray(output, dtype=np.float32)
+            except Exception as exc:  # a failed inference must reach the loop, not kill the thread
+                error = f"{type(exc).__name__}: {exc}"
+            with self._cond:
+                self._result = ChunkResult(tag, chunk, time.perf_counter() - started, error, timing)
+                self._busy = False
+                self._cond.notify_all()

@@ -1,0 +1,261 @@
+"""``vla serve checkpoint=<dir> port=<p> [host=127.0.0.1]``: a policy behind a WebSocket (msgpack).
+
+Each connection sends ``infer`` requests (an observation) and gets action chunks back, with the
+server's own timing (decode, queue, infer, encode in ms); ``health`` returns the status and the
+policy's spec. See :mod:`vla.deploy.protocol` for the messages.
+
+Robustness: a malformed, oversized or wrongly typed message gets an ``error`` reply naming the
+problem and the connection stays open; a failing forward pass fails only the requests in it. Inference
+runs in one worker thread (``run_in_executor``) so the event loop keeps serving other clients, and
+requests waiting at the same time are batched into one ``predict_chunks`` call when their shapes match.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from vla import __version__
+from vla.deploy.protocol import DEFAULT_MAX_MESSAGE_BYTES, ProtocolError, error_message, pack, unpack
+from vla.deploy.validation import batch_signature, spec_to_dict, stack_batch, validate_observation
+from vla.policies.checks import ObservationError
+
+# Frames above this many times max_size are refused by websockets itself (the connection closes with
+# 1009); between max_size and that, the server still reads the frame and answers with an error.
+_TRANSPORT_SIZE_FACTOR = 4
+
+
+@dataclass
+class _Job:
+    observation: dict[str, Any]
+    single_frame: bool
+    received: float
+    future: asyncio.Future[tuple[np.ndarray, dict[str, float]]] = field(repr=False)
+
+
+class PolicyServer:
+    """Serve ``policy`` (anything with ``spec`` and ``predict_chunks``) to WebSocket clients."""
+
+    def __init__(
+        self, policy: Any, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_batch: int = 8
+    ) -> None:
+        self.policy = policy
+        self.spec = policy.spec
+        self.max_message_bytes = max_message_bytes
+        self.max_batch = max_batch
+        self.counts: defaultdict[str, int] = defaultdict(int)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vla-serve-infer")
+        self._queue: asyncio.Queue[_Job] | None = None
+
+    async def run(
+        self,
+        host: str,
+        port: int,
+        ready: asyncio.Future[int] | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Serve until ``stop`` is set; ``ready`` receives the bound port (useful with port 0)."""
+        self._queue = asyncio.Queue()
+        batcher = asyncio.create_task(self._batcher())
+        max_size = self.max_message_bytes * _TRANSPORT_SIZE_FACTOR
+        try:
+            async with serve(self._handle, host, port, max_size=max_size, compression=None) as server:
+                bound = next(iter(server.sockets)).getsockname()[1]
+                if ready is not None:
+                    ready.set_result(bound)
+                await (stop or asyncio.Event()).wait()
+        finally:
+            batcher.cancel()
+            self._pool.shutdown(wait=False)
+
+    async def _handle(self, websocket: ServerConnection) -> None:
+        self.counts["connections"] += 1
+        with contextlib.suppress(ConnectionClosed):
+            async for data in websocket:
+                await websocket.send(await self._reply(data))
+
+    async def _reply(self, data: bytes | str) -> bytes:
+        """The encoded reply to one message; never raises for bad input."""
+        received = time.perf_counter()
+        request_id = None
+        try:
+            message = unpack(data, self.max_message_bytes)
+            request_id = message.get("id")
+            if message["type"] == "health":
+                return pack(self._health())
+            if message["type"] != "infer":
+                raise ProtocolError(f"unknown message type {message['type']!r}; expected 'infer' or 'health'")
+            if not isinstance(request_id, int):
+                raise ProtocolError("an 'infer' message needs an integer field 'id'")
+            if "observation" not in message:
+                raise ProtocolError("an 'infer' message needs the field 'observation'")
+            observation, single_frame = validate_observation(message["observation"], self.spec)
+        except (ProtocolError, ObservationError) as exc:
+            self.counts["errors"] += 1
+            return error_message(str(exc), request_id)
+        decoded = time.perf_counter()
+        assert self._queue is not None
+        future: asyncio.Future[tuple[np.ndarray, dict[str, float]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        await self._queue.put(_Job(observation, single_frame, decoded, future))
+        try:
+            actions, timing = await future
+        except Exception as exc:  # the forward pass failed: report it, keep serving
+            self.counts["errors"] += 1
+            return error_message(f"inference failed: {type(exc).__name__}: {exc}", request_id)
+        self.counts["chunks"] += 1
+        timing["decode_ms"] = (decoded - received) * 1e3
+        reply = {"type": "chunk", "id": request_id, "actions": actions, "timing": timing}
+        started = time.perf_counter()
+        pack(reply)  # timed once, then packed again with its own encode time
+        timing["encode_ms"] = (time.perf_counter() - started) * 1e3
+        return pack(reply)
+
+    def _health(self) -> dict[str, Any]:
+        return {
+            "type": "health",
+            "status": "ok",
+            "spec": spec_to_dict(self.spec),
+            "server": {"version": __version__, "max_message_bytes": self.max_message_bytes, **self.counts},
+        }
+
+    async def _batcher(self) -> None:
+        """Take every waiting request, group by shape, run one forward per group off the event loop."""
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self._queue.get()]
+            while len(jobs) < self.max_batch and not self._queue.empty():
+                jobs.append(self._queue.get_nowait())
+            groups: defaultdict[tuple[Any, ...], list[_Job]] = defaultdict(list)
+            for job in jobs:
+                groups[(job.single_frame, batch_signature(job.observation))].append(job)
+            for group in groups.values():
+                started = time.perf_counter()
+                try:
+                    chunks = await loop.run_in_executor(self._pool, self._predict, group)
+                except Exception as exc:
+                    for job in group:
+                        if not job.future.done():
+                            job.future.set_exception(exc)
+                    continue
+                infer_ms = (time.perf_counter() - started) * 1e3
+                for job, chunk in zip(group, chunks, strict=True):
+                    timing = {
+                        "queue_ms": (started - job.received) * 1e3,
+                        "infer_ms": infer_ms,
+                        "batch_size": len(group),
+                    }
+                    if not job.future.done():
+                        job.future.set_result((chunk, timing))
+
+    def _predict(self, group: list[_Job]) -> np.ndarray:
+        batch = stack_batch([job.observation for job in group], group[0].single_frame)
+        chunks = np.asarray(self.policy.predict_chunks(batch), dtype=np.float32)
+        if chunks.ndim != 3 or chunks.shape[0] != len(group):
+            raise ValueError(f"the policy returned shape {chunks.shape}; expected ({len(group)}, H, A)")
+        if not np.isfinite(chunks).all():
+            raise ValueError("the policy returned NaN or infinite actions")
+        return chunks
+
+
+@dataclass
+class ServerThread:
+    """A server running in a background thread (tests, benchmarks); ``stop()`` shuts it down."""
+
+    port: int
+    thread: threading.Thread
+    _loop: asyncio.AbstractEventLoop
+    _stop: asyncio.Event
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(timeout=10.0)
+
+
+def serve_in_thread(policy: Any, host: str = "127.0.0.1", port: int = 0, **options: Any) -> ServerThread:
+    """Start a :class:`PolicyServer` on ``host:port`` (0: a free port) in a daemon thread."""
+    loop = asyncio.new_event_loop()
+    ready: asyncio.Future[int] = loop.create_future()
+    stop = asyncio.Event()
+    server = PolicyServer(policy, **options)
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(server.run(host, port, ready, stop))
+        loop.close()
+
+    thread = threading.Thread(target=run, name="vla-policy-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30.0
+    while not ready.done():
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"the policy server did not start on {host}:{port}")
+        time.sleep(0.01)
+    return ServerThread(ready.result(), thread, loop, stop)
+
+
+def _parse(argv: Sequence[str]) -> dict[str, str]:
+    options = {}
+    for arg in argv:
+        if "=" not in arg:
+            raise SystemExit(f"vla serve: argument {arg!r} is not key=value")
+        key, value = arg.split("=", 1)
+        options[key] = value
+    unknown = set(options) - {"checkpoint", "port", "host", "device", "max_size", "max_batch"}
+    if unknown:
+        raise SystemExit(f"vla serve: unknown arguments {sorted(unknown)}")
+    if "checkpoint" not in options:
+        raise SystemExit(
+            "usage: vla serve checkpoint=<dir> [port=8765] [host=127.0.0.1] [device=auto] [max_size=BYTES]"
+        )
+    return options
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Load a checkpoint and serve it until Ctrl-C or SIGTERM."""
+    options = _parse(list(argv or []))
+    from vla import load_policy
+
+    policy = load_policy(options["checkpoint"], device=options.get("device", "auto"))
+    server = PolicyServer(
+        policy,
+        max_message_bytes=int(options.get("max_size", DEFAULT_MAX_MESSAGE_BYTES)),
+        max_batch=int(options.get("max_batch", 8)),
+    )
+    host, port = options.get("host", "127.0.0.1"), int(options.get("port", 8765))
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        stop, ready = asyncio.Event(), loop.create_future()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        ready.add_done_callback(
+            lambda f: print(f"vla serve: listening on ws://{host}:{f.result()}", flush=True)
+        )
+        await server.run(host, port, ready, stop)
+
+    asyncio.run(run())
+    print(
+        f"vla serve: stopped after {server.counts['chunks']} chunks, {server.counts['errors']} errors",
+        flush=True,
+    )
+    return 0

@@ -1,0 +1,341 @@
+"""``vla record``: scripted-expert demonstrations -> a trajectory store.
+
+    vla record env=<env config> episodes=N out=<store.zarr> [tasks=...] [noise=0.1]
+               [keep_failed=false] [workers=2] [image_size=96] [seed_start=0] [env.<option>=...]
+    vla record dataset=<recipe> [any of the keys above]
+
+``episodes`` is the number of episodes the store should hold for the selected tasks, dealt out
+round-robin (task i of T gets ``N // T`` plus one if ``i < N % T``); a recipe may instead give
+``episodes_per_task``. Each task's episodes use the training seeds ``seed_start, seed_start+1, ...``
+(:func:`vla.seeds.train_seeds`, disjoint from evaluation seeds); with ``keep_failed=false`` a failed
+episode is dropped and the next seed is tried, up to ``3 * needed + 5`` attempts per task.
+
+Resuming: the (task, seed) pairs already committed in ``out`` are skipped, so rerunning with a larger
+N records only what is missing, and an interrupted run loses only the episodes in flight (episodes
+are committed one by one). Workers (``spawn`` processes) build their own environments and stream
+finished episodes back to this process, the store's single writer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from vla.config import ConfigError, compose
+from vla.envs import registry
+from vla.envs.record_rollout import EpisodeRecording, InlineExecutor, init_worker, worker_episode
+from vla.features import ACTION_KEY, INSTRUCTION_KEY, STATE_KEY, is_image_key
+from vla.seeds import TRAIN_SEED_RANGE, check_training_seed
+
+if TYPE_CHECKING:  # vla.data loads lazily: workers import this module and never write
+    from vla.data import Schema, TrajectoryStore
+
+# Record settings: key -> default. Each may come from the command line or the dataset recipe.
+DEFAULTS: dict[str, Any] = {
+    "episodes": None, "episodes_per_task": None, "out": None, "tasks": None, "image_size": None,
+    "noise": 0.0, "keep_failed": False, "workers": 2, "seed_start": 0, "progress": True,
+}  # fmt: skip
+# Settings that change the env config rather than the recording.
+_ENV_KEYS = ("tasks", "image_size")
+
+
+@dataclass(frozen=True)
+class RecordSettings:
+    """How many episodes to record, where, and how."""
+
+    out: Path
+    episodes_per_task: dict[str, int]  # quota of committed episodes per task (in the store, in total)
+    noise: float = 0.0
+    keep_failed: bool = False
+    workers: int = 2  # 0: record in this process (tests, debugging)
+    seed_start: int = 0
+    progress: bool = True
+
+
+@dataclass
+class RecordSummary:
+    """What a run did."""
+
+    committed: int = 0
+    dropped: int = 0
+    successes: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    already: int = 0  # episodes of the selected tasks found in the store before the run
+    exhausted: list[str] = field(default_factory=list)  # tasks that ran out of attempts
+
+    @property
+    def attempts(self) -> int:
+        return self.committed + self.dropped
+
+    def line(self) -> str:
+        rate = self.successes / self.attempts if self.attempts else float("nan")
+        eps, sps = self.attempts / max(self.seconds, 1e-9), self.frames / max(self.seconds, 1e-9)
+        return (
+            f"recorded {self.attempts} episodes ({self.frames} steps) in {self.seconds:.1f} s: "
+            f"{eps:.2f} episodes/s, {sps:.0f} steps/s; expert success {rate:.1%}; "
+            f"committed {self.committed}, dropped {self.dropped} failed; {self.already} were already stored"
+        )
+
+
+# -- schema ----------------------------------------------------------------------------------------
+
+
+def schema_for_env(env: Any) -> Schema:
+    """The store schema of ``env``'s observations and actions (names from the env when it lists them)."""
+    from vla.data import FeatureSpec, Schema
+
+    base = env.unwrapped
+    features: dict[str, FeatureSpec] = {}
+    for key, space in env.observation_space.spaces.items():
+        if key == INSTRUCTION_KEY:
+            continue  # per-episode text, stored with the episode
+        if is_image_key(key):
+            features[key] = FeatureSpec("uint8", space.shape, "image")
+        elif key == STATE_KEY:
+            features[key] = FeatureSpec(
+                space.dtype.name, space.shape, "state", getattr(base, "state_names", None)
+            )
+        else:
+            features[key] = FeatureSpec(space.dtype.name, space.shape, "other")
+    space = env.action_space
+    features[ACTION_KEY] = FeatureSpec(
+        space.dtype.name, space.shape, "action", getattr(base, "action_names", None)
+    )
+    return Schema(features)
+
+
+# -- scheduling ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _TaskProgress:
+    quota: int  # committed episodes wanted in the store
+    committed: int  # already in the store or committed by this run
+    seeds: Iterator[int]  # untried training seeds, in order
+    in_flight: int = 0
+    attempts_left: int = 0
+
+    def wants_more(self) -> bool:
+        return self.committed + self.in_flight < self.quota and self.attempts_left > 0
+
+
+def _committed_pairs(store: Any) -> set[tuple[str, int]]:
+    pairs = set()
+    for meta in store.episodes_meta():
+        task = meta.extra.get("task")
+        if task is not None and meta.seed is not None:
+            pairs.add((str(task), int(meta.seed)))
+    return pairs
+
+
+def _untried_seeds(first: int, stored: set[int]) -> Iterator[int]:
+    return (seed for seed in range(first, TRAIN_SEED_RANGE.stop) if seed not in stored)
+
+
+def _plan(settings: RecordSettings, done: set[tuple[str, int]]) -> dict[str, _TaskProgress]:
+    progress = {}
+    for task, quota in settings.episodes_per_task.items():
+        stored = {seed for t, seed in done if t == task}
+        seeds = _untried_seeds(TRAIN_SEED_RANGE.start + settings.seed_start, stored)
+        needed = max(quota - len(stored), 0)
+        progress[task] = _TaskProgress(
+            quota, min(len(stored), quota), seeds, attempts_left=3 * needed + 5 * (needed > 0)
+        )
+    return progress
+
+
+def _open_store(out: Path, env: Any, fps: float) -> TrajectoryStore:
+    """Open ``out`` for appending (its schema must match the env's) or create it."""
+    from vla.data import TrajectoryStore
+
+    schema = schema_for_env(env)
+    if out.exists():
+        store = TrajectoryStore.open(out, mode="a")
+        if store.schema != schema:
+            store.close()
+            raise ConfigError(
+                f"{out} holds features {store.schema.to_json()} but this env produces {schema.to_json()}; "
+                "record into a new store (out=...) or use the env options it was recorded with"
+            )
+        return store
+    robot_type = str(getattr(env.unwrapped, "robot_type", "unknown"))
+    return TrajectoryStore.create(out, schema, fps=fps, robot_type=robot_type)
+
+
+def record(env_cfg: Mapping[str, Any], settings: RecordSettings) -> RecordSummary:
+    """Record until every task of ``settings`` holds its quota of committed episodes in the store."""
+    from tqdm import tqdm
+
+    first_task = next(iter(settings.episodes_per_task))
+    probe = registry.make_env(env_cfg, first_task)  # for the schema; renderers start lazily, no GL here
+    try:
+        fps = float(probe.metadata.get("render_fps") or 10)
+        store = _open_store(settings.out, probe, fps)
+    finally:
+        probe.close()
+    progress = _plan(settings, _committed_pairs(store))
+    summary = RecordSummary(already=sum(p.committed for p in progress.values()))
+    if settings.workers > 0:
+        context = mp.get_context("spawn")  # never fork: a forked GL context hangs (field notes)
+        init_args = (dict(registry.SUITES), dict(env_cfg), settings.noise)
+        executor: Any = ProcessPoolExecutor(settings.workers, context, init_worker, init_args)
+    else:
+        executor = InlineExecutor(env_cfg, settings.noise)
+    total = sum(p.quota for p in progress.values())
+    bar = tqdm(
+        total=total, initial=summary.already, unit="ep", disable=not settings.progress, file=sys.stderr
+    )
+    env_id = str(env_cfg.get("name", env_cfg.get("suite")))
+    start = time.perf_counter()
+    pending: dict[Future, str] = {}
+    task_cycle = itertools.cycle(list(progress))
+
+    def fill() -> None:  # round-robin over tasks, keeping every worker busy plus one queued job each
+        limit, idle_rounds = max(2 * settings.workers, 1), 0
+        while len(pending) < limit and idle_rounds < len(progress):
+            task = next(task_cycle)
+            state = progress[task]
+            if not state.wants_more():
+                idle_rounds += 1
+                continue
+            idle_rounds = 0
+            seed = next(state.seeds)
+            check_training_seed(seed)
+            state.in_flight += 1
+            state.attempts_left -= 1
+            pending[executor.submit(worker_episode, task, seed)] = task
+
+    try:
+        with store.writer() as writer:
+            fill()
+            while pending:
+                finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    task = pending.pop(future)
+                    progress[task].in_flight -= 1
+                    episode = future.result()
+                    _commit_or_drop(writer, episode, env_id, settings, summary, progress[task])
+                    bar.update(1 if episode.success or settings.keep_failed else 0)
+                    elapsed = max(time.perf_counter() - start, 1e-9)
+                    bar.set_postfix(success=f"{summary.successes / summary.attempts:.0%}",
+                                    eps=f"{summary.attempts / elapsed:.2f}/s", steps=f"{summary.frames / elapsed:.0f}/s")  # fmt: skip
+                fill()
+    except BaseException:
+        executor.shutdown(wait=False, cancel_futures=True)  # episodes in flight are lost, nothing else
+        raise
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+        store.close()  # releases the writer lock
+    summary.seconds = time.perf_counter() - start
+    summary.exhausted = [t for t, p in progress.items() if p.committed < p.quota]
+    return summary
+
+
+def _commit_or_drop(writer: Any, episode: EpisodeRecording, env_id: str, settings: RecordSettings,
+                    summary: RecordSummary, state: _TaskProgress) -> None:  # fmt: skip
+    summary.frames += episode.num_frames
+    summary.successes += episode.success
+    if not (episode.success or settings.keep_failed):
+        summary.dropped += 1
+        return
+    writer.start_episode(episode.instruction, env_id=env_id, seed=episode.seed, task=episode.task,
+                         phrasing=episode.phrasing, expert_noise=settings.noise,
+                         clipped_steps=episode.clipped_steps)  # fmt: skip
+    for t in range(episode.num_frames):
+        writer.add_frame({key: column[t] for key, column in episode.frames.items()})
+    writer.commit_episode(episode.success)
+    summary.committed += 1
+    state.committed += 1
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+
+def settings_from_config(cfg: DictConfig) -> tuple[dict[str, Any], RecordSettings]:
+    """``(env config, settings)`` from a composed config; the command line wins over the recipe."""
+    unknown = set(cfg) - set(DEFAULTS) - {"env", "dataset"}
+    if unknown:
+        raise ConfigError(f"unknown record settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    if "env" not in cfg:
+        raise ConfigError(
+            "name an env config (env=<name>) or a dataset recipe that names one (dataset=<name>)"
+        )
+    recipe = cfg.get("dataset") or {}
+    values = {k: cfg[k] if k in cfg else recipe.get(k, default) for k, default in DEFAULTS.items()}
+    if "episodes" in cfg or "episodes_per_task" in cfg:  # a count on the command line replaces the recipe's
+        values["episodes"], values["episodes_per_task"] = cfg.get("episodes"), cfg.get("episodes_per_task")
+    values = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in values.items()}
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    assert isinstance(env_cfg, dict)
+    for key in _ENV_KEYS:
+        if values[key] is not None:
+            env_cfg[key] = values[key]
+    if env_cfg.get("phrasing", "train") != "train":
+        raise ConfigError("demonstrations use the training phrasings; held-out ones are kept for evaluation")
+    if values["out"] is None:
+        raise ConfigError("say where to record: out=<store.zarr> (or a recipe with an 'out' entry)")
+    tasks = registry.task_names(env_cfg)
+    if not tasks:
+        raise ConfigError(f"the env config {env_cfg.get('name')!r} selects no tasks")
+    return env_cfg, RecordSettings(
+        out=Path(str(values["out"])),
+        episodes_per_task=_quotas(tasks, values["episodes"], values["episodes_per_task"]),
+        noise=float(values["noise"]),
+        keep_failed=bool(values["keep_failed"]),
+        workers=int(values["workers"]),
+        seed_start=int(values["seed_start"]),
+        progress=bool(values["progress"]),
+    )
+
+
+def _quotas(tasks: Sequence[str], episodes: Any, per_task: Any) -> dict[str, int]:
+    """Round-robin quotas: N episodes over T tasks, or the same number for every task."""
+    if (episodes is None) == (per_task is None):
+        raise ConfigError("give exactly one of episodes=N (in total) and episodes_per_task=N")
+    if per_task is not None:
+        count = int(per_task)
+        if count < 0:
+            raise ConfigError(f"episodes_per_task must be >= 0, got {count}")
+        return dict.fromkeys(tasks, count)
+    total = int(episodes)
+    if total < 0:
+        raise ConfigError(f"episodes must be >= 0, got {total}")
+    base, extra = divmod(total, len(tasks))
+    return {task: base + (i < extra) for i, task in enumerate(tasks)}
+
+
+def main(argv: Sequence[str]) -> int:
+    """Entry point of ``vla record``; returns the process exit code."""
+    if any(arg in {"-h", "--help", "help"} for arg in argv):
+        print(__doc__)
+        return 0
+    try:
+        env_cfg, settings = settings_from_config(compose(list(argv)))
+    except (ConfigError, ValueError) as exc:
+        print(f"vla record: {exc}", file=sys.stderr)
+        return 2
+    try:
+        summary = record(env_cfg, settings)
+    except ConfigError as exc:
+        print(f"vla record: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vla record: interrupted; committed episodes are kept in {settings.out}", file=sys.stderr)
+        return 130
+    print(summary.line())
+    if summary.exhausted:
+        print(f"vla record: could not fill the quota of {summary.exhausted} (too many failed episodes)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0

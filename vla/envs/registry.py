@@ -1,0 +1,71 @@
+"""One entry point to build any environment of any suite from an env config.
+
+A suite is a module exposing three functions:
+
+- ``task_names(selection) -> list[str]``: the tasks a config's ``tasks`` entry selects (a list of
+  names, or a suite-specific set name such as ``MT10`` or ``easy``);
+- ``make(task, **options) -> gymnasium.Env``: one environment whose observations follow
+  ``docs/ARCHITECTURE.md`` (camera images, ``observation.state``, ``instruction``);
+- ``make_expert(env, noise_std=0.0, seed=None) -> Callable[[dict], np.ndarray]``: the scripted expert.
+
+Suites are imported lazily, so using the tabletop suite never imports Meta-World.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+SUITES: dict[str, str] = {
+    "tabletop": "vla.envs.tabletop",
+    "metaworld": "vla.envs.metaworld_suite",
+}
+
+# Keys of an env config that are not options of the suite's make().
+_NON_OPTION_KEYS = {"name", "suite", "tasks", "description"}
+
+
+def suite_module(suite: str) -> ModuleType:
+    """Import and return the module implementing ``suite``."""
+    if suite not in SUITES:
+        raise ValueError(f"unknown env suite {suite!r}; known suites: {sorted(SUITES)}")
+    return importlib.import_module(SUITES[suite])
+
+
+def task_names(env_cfg: Mapping[str, Any]) -> list[str]:
+    """The task names an env config selects."""
+    return list(suite_module(env_cfg["suite"]).task_names(env_cfg.get("tasks")))
+
+
+def env_options(env_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword options an env config passes to its suite's ``make``."""
+    return {k: _plain(v) for k, v in env_cfg.items() if k not in _NON_OPTION_KEYS}
+
+
+def make_env(env_cfg: Mapping[str, Any], task: str, **overrides: Any) -> gym.Env:
+    """Build the environment for ``task`` with the options of ``env_cfg`` (``overrides`` win)."""
+    options = env_options(env_cfg) | overrides
+    return suite_module(env_cfg["suite"]).make(task, **options)
+
+
+def make_expert(env_cfg: Mapping[str, Any], env: gym.Env, noise_std: float = 0.0, seed: int | None = None
+                ) -> Callable[[dict[str, Any]], np.ndarray]:
+    """The scripted expert of ``env`` (built by :func:`make_env` from ``env_cfg``)."""
+    return suite_module(env_cfg["suite"]).make_expert(env, noise_std=noise_std, seed=seed)
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers -> plain Python, so suites never see DictConfig/ListConfig."""
+    try:
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(value):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf ships with hydra-core, a core dependency
+        pass
+    return value

@@ -1,0 +1,240 @@
+"""``evaluate`` and ``evaluate_checkpoint``: the public entry points of the evaluation harness."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from vla.evaluation import protocol as P
+from vla.evaluation.plots import plot_success
+from vla.evaluation.report import write_json, write_markdown
+from vla.evaluation.results import EpisodeResult, EvalReport, summarize
+from vla.evaluation.run import run_episodes
+from vla.evaluation.vector import EnvPool
+from vla.evaluation.videos import VideoSampler
+from vla.policies.executor import ChunkExecutor
+
+DEFAULT_REPLAN_EVERY = ChunkExecutor().replan_every  # one default, owned by the executor
+DEFAULT_VIDEO_FPS = 20  # for envs that declare no metadata["render_fps"]
+
+
+def plain_env_config(env_cfg: Mapping[str, Any] | str) -> dict[str, Any]:
+    """An env config as a plain dict; a string names a file of the ``envs/`` config group."""
+    from omegaconf import OmegaConf
+
+    from vla.config import load_group
+
+    if isinstance(env_cfg, str):
+        cfg = load_group("env", env_cfg)
+        cfg.name = cfg.get("name", env_cfg)
+        env_cfg = cfg
+    if OmegaConf.is_config(env_cfg):
+        env_cfg = OmegaConf.to_container(env_cfg, resolve=True)  # type: ignore[assignment]
+    plain = dict(env_cfg)  # type: ignore[arg-type]
+    if "suite" not in plain:
+        raise ValueError(
+            f"env config {plain.get('name', '?')!r} has no 'suite' key (one of tabletop, metaworld)"
+        )
+    return plain
+
+
+def resolve_tasks(
+    env_cfg: Mapping[str, Any], tasks: str | Sequence[str] | None
+) -> tuple[list[str], list[str]]:
+    """``(selected tasks, the suite's full task list)``; None selects the config's own ``tasks``."""
+    from vla.envs import registry
+
+    suite = registry.suite_module(env_cfg["suite"])
+    selection = env_cfg.get("tasks") if tasks is None else tasks
+    selected = list(suite.task_names(selection))
+    try:
+        all_tasks = list(suite.task_names(None))
+    except Exception:  # a suite without an "all tasks" selection numbers the selection itself
+        all_tasks = selected
+    if not selected:
+        raise ValueError(f"the task selection {selection!r} of suite {env_cfg['suite']!r} is empty")
+    return selected, all_tasks
+
+
+def evaluate(
+    policy: Any,
+    env_cfg: Mapping[str, Any] | str,
+    tasks: str | Sequence[str] | None = None,
+    episodes_per_task: int = 10,
+    phrasings: str | Sequence[str] = "both",
+    replan_every: int | None = None,
+    temporal_ensemble: float | None = None,
+    num_envs: int = 2,
+    video_count: int = 4,
+    out_dir: str | Path | None = None,
+    *,
+    max_steps: int | None = None,
+    progress: bool = True,
+    policy_name: str | None = None,
+    checkpoint: str | Path | None = None,
+    argv: Sequence[str] | None = None,
+) -> EvalReport:
+    """Roll ``policy`` out on every task x eval seed x phrasing set and report success rates.
+
+    ``policy`` is anything with ``spec`` (``n_obs_steps``) and stateless ``predict_chunks``. Seeds come
+    from :func:`vla.seeds.eval_seeds`; each seed is run under every phrasing set of ``phrasings``
+    (``train``, ``heldout`` or ``both``). Actions are executed by one ChunkExecutor per env slot
+    (``replan_every`` steps per chunk, or ACT temporal ensembling with weight ``temporal_ensemble``).
+    With ``out_dir`` the report is also written there: report.json, report.md, success.png and up to
+    ``video_count`` MP4s under videos/.
+    """
+    env = plain_env_config(env_cfg)
+    selected, all_tasks = resolve_tasks(env, tasks)
+    phrasing_list = P.phrasings_of(phrasings)
+    replan = DEFAULT_REPLAN_EVERY if replan_every is None else int(replan_every)
+    seeds = P.seeds_per_task(selected, episodes_per_task, all_tasks)
+    plan = P.episode_plan(seeds, phrasing_list)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    sampler = VideoSampler(out, video_count, fps=DEFAULT_VIDEO_FPS) if out else None
+
+    decode_errors_before = getattr(policy, "decode_errors", 0)
+    bar = tqdm(total=len(plan), unit="ep", desc="vla eval", disable=not progress, dynamic_ncols=True)
+    started = time.perf_counter()
+    with bar, EnvPool(env, min(num_envs, len(plan))) as pool:
+        ready = time.perf_counter()
+        done: list[bool] = []
+
+        def on_episode(result: EpisodeResult, frames: list, fps: float | None) -> str | None:
+            done.append(result.success)
+            bar.set_postfix(success=f"{sum(done) / len(done):.0%}", refresh=False)
+            bar.update(1)
+            return sampler(result, frames, fps) if sampler is not None else None
+
+        episodes = run_episodes(
+            policy,
+            pool,
+            plan,
+            replan_every=replan,
+            temporal_ensemble=temporal_ensemble,
+            max_steps=max_steps,
+            keep_frames=bool(sampler and sampler.wants_frames),
+            on_episode=on_episode,
+        )
+        rollout_s = time.perf_counter() - ready
+    if sampler is not None:
+        sampler.finish()
+    wall = time.perf_counter() - started
+
+    from vla.envs import registry
+
+    difficulty = getattr(registry.suite_module(env["suite"]), "difficulty", None)
+    per_task, overall, per_difficulty = summarize(episodes, difficulty)
+    kind = policy_name or ("checkpoint" if checkpoint is not None else type(policy).__name__)
+    protocol = {
+        "policy": kind,
+        "policy_spec": _spec_dict(policy),
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "checkpoint_resolved": str(P.resolve_checkpoint(checkpoint)) if checkpoint is not None else None,
+        "checkpoint_hash": P.checkpoint_hash(P.resolve_checkpoint(checkpoint))
+        if checkpoint is not None
+        else None,
+        "device": str(getattr(policy, "device", "cpu")),
+        "suite": env["suite"],
+        "env": env,
+        "tasks": selected,
+        "episodes_per_task": episodes_per_task,
+        "phrasings": phrasing_list,
+        "seeds": seeds,
+        "seed_source": "vla.seeds.eval_seeds(episodes_per_task, task_index=<index in the suite's task list>)",
+        "replan_every": replan,
+        "temporal_ensemble": temporal_ensemble,
+        "max_steps": max_steps,
+        "num_envs": num_envs,
+        "video_count": video_count,
+        "command": _command(
+            kind,
+            checkpoint,
+            env,
+            selected,
+            episodes_per_task,
+            phrasings,
+            replan,
+            temporal_ensemble,
+            num_envs,
+            video_count,
+            out,
+        ),
+        "argv": list(argv) if argv is not None else None,
+        **P.environment_facts(),
+    }
+    env_steps = sum(e.length for e in episodes)
+    # Steps/s over the rollouts alone (worker start-up, env construction included, is timed apart).
+    timing = {"episodes": float(len(episodes)), "env_steps": float(env_steps), "wall_s": wall,
+              "startup_s": wall - rollout_s, "rollout_s": rollout_s,
+              "env_steps_per_s": env_steps / rollout_s if rollout_s > 0 else 0.0}  # fmt: skip
+    # The runtime counts chunks its action tokenizer had to repair or reject, over its lifetime.
+    decode_errors = getattr(policy, "decode_errors", None)
+    diagnostics = {"decode_errors": None if decode_errors is None else decode_errors - decode_errors_before}
+    report = EvalReport(protocol, episodes, per_task, overall, per_difficulty, timing, diagnostics)
+    if out is not None:
+        write_outputs(report, out)
+    return report
+
+
+def evaluate_checkpoint(
+    checkpoint_dir: str | Path, env_cfg: Mapping[str, Any] | str, *, device: str = "auto", **kwargs: Any
+) -> EvalReport:
+    """Load ``checkpoint_dir`` with :func:`vla.policies.load_policy` and :func:`evaluate` it."""
+    from vla.policies import load_policy
+
+    policy = load_policy(checkpoint_dir, device=device)
+    kwargs.setdefault("policy_name", "checkpoint")
+    return evaluate(policy, env_cfg, checkpoint=checkpoint_dir, **kwargs)
+
+
+def write_outputs(report: EvalReport, out_dir: str | Path) -> None:
+    """report.json, report.md and success.png in ``out_dir``."""
+    out = Path(out_dir)
+    write_json(report, out / "report.json")
+    write_markdown(report, out / "report.md")
+    plot_success(report, out / "success.png")
+
+
+def _spec_dict(policy: Any) -> dict[str, Any]:
+    spec = getattr(policy, "spec", None)
+    if spec is None:
+        raise TypeError(f"{type(policy).__name__} has no 'spec'; a policy needs spec and predict_chunks")
+    if not callable(getattr(policy, "predict_chunks", None)):
+        raise TypeError(f"{type(policy).__name__} has no predict_chunks(batch) method")
+    fields = getattr(spec, "__dataclass_fields__", None)
+    items = {k: getattr(spec, k) for k in fields} if fields else dict(vars(spec))
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in items.items() if _jsonable(v)}
+
+
+def _jsonable(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str | list | tuple | dict)
+
+
+def _command(kind: str, checkpoint: Any, env: Mapping[str, Any], tasks: list[str], episodes: int,
+             phrasings: Any, replan: int, ensemble: float | None, num_envs: int, videos: int, out: Path | None
+             ) -> str:  # fmt: skip
+    """The ``vla eval`` line that reruns this protocol (env options that differ from its file included)."""
+    args: dict[str, Any] = {"policy": kind if kind in ("checkpoint", "scripted", "lerobot") else None,
+                            "checkpoint": checkpoint, "env": env.get("name")}  # fmt: skip
+    base: dict[str, Any] = {}
+    if env.get("name"):
+        try:
+            base = plain_env_config(str(env["name"]))
+        except Exception:  # an env config built in memory: every option goes on the line
+            base = {}
+    for key, value in env.items():
+        if key not in ("name", "tasks", "description") and base.get(key) != value:
+            args[f"env.{key}"] = value
+    args["env.tasks"] = tasks
+    if not isinstance(phrasings, str):
+        phrasings = "both" if len(set(phrasings)) == 2 else next(iter(phrasings))
+    args |= {"episodes_per_task": episodes, "phrasing": phrasings,
+             "replan_every": replan, "temporal_ensemble": ensemble, "num_envs": num_envs, "videos": videos,
+             "out": str(out) if out is not None else None}  # fmt: skip
+    return P.reproduce_command(args)

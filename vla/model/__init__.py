@@ -1,0 +1,27 @@
+"""The model: tokenizers (image, state, text, action) and the one shared transformer.
+
+- :mod:`vla.model.model`: ``VLAConfig`` and ``VLA`` (forward / loss / generate);
+- :mod:`vla.model.action_tokenizers`: ``binning`` and ``fast`` action tokenizers (registry);
+- :mod:`vla.model.text_tokenizer`: the word-level instruction tokenizer;
+- :mod:`vla.model.encoders`: image and text encoders, with hooks for local pretrained weights;
+- :mod:`vla.model.generation`: KV-cached autoregressive decoding;
+"""
+
+from vla.model.action_tokenizers import (
+    ACTION_TOKENIZERS,
+    DecodeReport,
+    action_tokenizer_from_state_dict,
+    make_action_tokenizer,
+)
+from vla.model.model import VLA, VLAConfig
+from vla.model.text_tokenizer import TextTokenizer
+
+__all__ = [
+    "ACTION_TOKENIZERS",
+    "VLA",
+    "DecodeReport",
+    "TextTokenizer",
+    "VLAConfig",
+    "action_tokenizer_from_state_dict",
+    "make_action_tokenizer",
+]

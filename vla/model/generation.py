@@ -1,0 +1,148 @@
+"""Autoregressive decoding of action tokens, with a preallocated KV cache or without one.
+
+The cached path runs the prefix (instruction + observations) and the BOS action embedding once
+(prefill), writing every layer's keys and values into buffers sized for the whole chunk, then feeds
+one token per step. Each step's query attends to the cache up to its own position, so no causal mask
+is needed; the only mask left is the prefix padding (dropped entirely when nothing is padded, which
+lets ``scaled_dot_product_attention`` take its fastest path). The uncached path re-runs the full
+forward pass for every token; it exists as the reference the cache is tested and benchmarked against.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from vla.model.model import VLA
+
+
+def _pick(
+    logits: Tensor,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator | None,
+    suppress: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Processed logits (B, V) and the chosen token per row (B,)."""
+    if suppress is not None:
+        logits = logits.index_fill(1, suppress, float("-inf"))
+    if temperature <= 0.0:
+        return logits, logits.argmax(dim=-1)
+    scaled = logits / temperature
+    if top_k is not None and top_k < scaled.shape[-1]:
+        kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    probs = torch.softmax(scaled, dim=-1)
+    return logits, torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def generate(
+    model: VLA,
+    obs: dict[str, Tensor],
+    num_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+    eos_token: int | None = None,
+    pad_token: int | None = None,
+    suppress_tokens: list[int] | None = None,
+    return_logits: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """See :meth:`vla.model.model.VLA.generate`."""
+    config = model.config
+    if not 1 <= num_tokens <= config.max_action_tokens:
+        raise ValueError(f"num_tokens must be in 1..{config.max_action_tokens}, got {num_tokens}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    was_training = model.training
+    model.eval()  # generation never uses dropout
+    try:
+        with torch.inference_mode():  # cheaper than no_grad: no version counters or views tracked
+            step = _CachedDecoder(model, obs, num_tokens) if use_cache else _UncachedDecoder(model, obs)
+            result = _decode(step, num_tokens, temperature, top_k, generator, eos_token, pad_token,
+                             suppress_tokens, return_logits, config.action_vocab_size)  # fmt: skip
+    finally:
+        model.train(was_training)
+    # Clones made outside inference mode are ordinary tensors, usable later in autograd.
+    return tuple(t.clone() for t in result) if isinstance(result, tuple) else result.clone()
+
+
+def _decode(step, num_tokens, temperature, top_k, generator, eos_token, pad_token, suppress_tokens,
+            return_logits, vocab_size):  # fmt: skip
+    logits = step.first()
+    B, device = logits.shape[0], logits.device
+    suppress = None
+    if suppress_tokens:
+        suppress = torch.tensor(sorted(set(suppress_tokens)), dtype=torch.long, device=device)
+    fill = pad_token if pad_token is not None else (eos_token if eos_token is not None else 0)
+    tokens = torch.full((B, num_tokens), fill, dtype=torch.long, device=device)
+    all_logits = torch.zeros(B, num_tokens, vocab_size, device=device) if return_logits else None
+    done = torch.zeros(B, dtype=torch.bool, device=device) if eos_token is not None else None
+    for i in range(num_tokens):
+        if i:
+            logits = step.next(tokens[:, i - 1 : i], i)
+        logits, chosen = _pick(logits, temperature, top_k, generator, suppress)
+        if done is not None:
+            chosen = torch.where(done, torch.full_like(chosen, fill), chosen)
+            done = done | (chosen == eos_token)
+        tokens[:, i] = chosen
+        if all_logits is not None:
+            all_logits[:, i] = logits
+        if done is not None and bool(done.all()):
+            break
+    return (tokens, all_logits) if all_logits is not None else tokens
+
+
+class _UncachedDecoder:
+    """Reference decoding: the full forward pass over the prefix and every token so far."""
+
+    def __init__(self, model: VLA, obs: dict[str, Tensor]):
+        self.model, self.obs = model, obs
+
+    def first(self) -> Tensor:
+        batch = self.obs["images"].shape[0]
+        return self.next(torch.zeros(batch, 0, dtype=torch.long, device=self.obs["images"].device), 0)
+
+    def next(self, last_token: Tensor, i: int) -> Tensor:
+        self.tokens = last_token if i == 0 else torch.cat([self.tokens, last_token], dim=1)
+        dummy = self.tokens.new_zeros(self.tokens.shape[0], 1)  # the slot being predicted
+        return self.model(self.obs, torch.cat([self.tokens, dummy], dim=1))[:, -1]
+
+
+class _CachedDecoder:
+    """Prefill once into preallocated per-layer (k, v) buffers, then one token per step."""
+
+    def __init__(self, model: VLA, obs: dict[str, Tensor], num_tokens: int):
+        self.model = model
+        self.obs = obs
+        self.num_tokens = num_tokens
+
+    def first(self) -> Tensor:
+        model, c = self.model, self.model.config
+        prefix, rank, valid = model.embed_prefix(self.obs)
+        B, P, _ = prefix.shape
+        self.prefix_len = P
+        total = P + self.num_tokens  # prefix + BOS + the first num_tokens - 1 tokens fed back
+        head_dim = c.n_embd // c.n_head
+        buffer = prefix.new_empty(c.n_layer, 2, B, c.n_head, total, head_dim)
+        self.caches = [(buffer[layer, 0], buffer[layer, 1]) for layer in range(c.n_layer)]
+        x = torch.cat([prefix, model.bos_embedding(B)], dim=1)
+        mask = model.attention_mask(rank, valid, 1)
+        for block, cache in zip(model.blocks, self.caches, strict=True):
+            x = block(x, mask, cache, 0)
+        # Later steps see every cached key up to their own position; only prefix padding is masked.
+        self.key_mask = None if bool(valid.all()) else torch.cat([valid, valid.new_ones(B, self.num_tokens)], 1)[:, None, None, :]
+        return model.head(model.ln_f(x[:, -1]))
+
+    def next(self, last_token: Tensor, i: int) -> Tensor:
+        model = self.model
+        x = model.embed_actions(last_token, i)
+        position = self.prefix_len + i
+        mask = None if self.key_mask is None else self.key_mask[..., : position + 1]
+        for block, cache in zip(model.blocks, self.caches, strict=True):
+            x = block(x, mask, cache, position)
+        return model.head(model.ln_f(x[:, -1]))

@@ -1,0 +1,116 @@
+"""A word-level text tokenizer built from the dataset's instructions, with a byte fallback.
+
+Nothing is downloaded: the vocabulary is built from the training instructions (lower-cased, words and
+punctuation split apart) and saved in the checkpoint as JSON. A word outside the vocabulary is spelled
+as UTF-8 byte tokens, so no instruction is ever reduced to UNK; UNK remains only for dicts saved
+with ``byte_fallback=False``.
+
+Ids: ``PAD=0``, ``UNK=1``, ``BOS=2`` (every sequence starts with it, so no sequence is empty), then
+256 byte ids, then words by decreasing frequency (ties alphabetical, so builds are reproducible).
+
+Pretrained text encoders: the model embeds these ids with its own table (``VLAConfig.text_encoder =
+"embedding"``). A local pretrained encoder plugs in through ``vla.model.encoders.TEXT_ENCODERS`` and
+brings its own tokenizer; this class is then unused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+PAD_ID, UNK_ID, BOS_ID = 0, 1, 2
+_BYTE_OFFSET = 3
+_NUM_BYTES = 256
+_FIRST_WORD_ID = _BYTE_OFFSET + _NUM_BYTES
+_WORD_RE = re.compile(r"\w+|[^\w\s]")
+
+
+def split_words(text: str) -> list[str]:
+    """Lower-case ``text`` and split it into words and single punctuation marks."""
+    return _WORD_RE.findall(text.lower())
+
+
+class TextTokenizer:
+    """Word vocabulary + byte fallback; see the module docstring for the id layout."""
+
+    def __init__(self, words: Sequence[str] = (), byte_fallback: bool = True):
+        self.words = list(words)
+        self.byte_fallback = byte_fallback
+        self._ids = {w: _FIRST_WORD_ID + i for i, w in enumerate(self.words)}
+        if len(self._ids) != len(self.words):
+            raise ValueError("the word list of a text tokenizer contains duplicates")
+
+    @property
+    def vocab_size(self) -> int:
+        return _FIRST_WORD_ID + len(self.words)
+
+    @classmethod
+    def build(cls, instructions: Iterable[str], max_vocab_size: int = 512, min_count: int = 1) -> TextTokenizer:
+        """A vocabulary of the most frequent words in ``instructions``, ``vocab_size <= max_vocab_size``."""
+        if max_vocab_size < _FIRST_WORD_ID:
+            raise ValueError(f"max_vocab_size must be at least {_FIRST_WORD_ID} (specials + 256 bytes)")
+        counts = Counter(w for text in instructions for w in split_words(text))
+        ranked = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+        return cls(ranked[: max_vocab_size - _FIRST_WORD_ID])
+
+    def token_ids(self, text: str) -> list[int]:
+        """The ids of one instruction, BOS first, without padding or truncation."""
+        ids = [BOS_ID]
+        for word in split_words(text):
+            if word in self._ids:
+                ids.append(self._ids[word])
+            elif self.byte_fallback:
+                ids.extend(_BYTE_OFFSET + b for b in word.encode("utf-8"))
+            else:
+                ids.append(UNK_ID)
+        return ids
+
+    def encode(self, texts: Sequence[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Instructions -> ``(tokens (B, max_len) long, is_pad (B, max_len) bool)``.
+
+        Longer instructions are truncated to ``max_len`` tokens (the words at the end are dropped).
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode expects a list of instructions, not a single string")
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        tokens = torch.full((len(texts), max_len), PAD_ID, dtype=torch.long)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"instruction {i} is {type(text).__name__}, not str")
+            ids = self.token_ids(text)[:max_len]
+            tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return tokens, tokens == PAD_ID
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids -> text (words joined by spaces; byte runs re-assembled); for logs and debugging."""
+        words: list[str] = []
+        pending = bytearray()
+        for i in ids:
+            i = int(i)
+            if _BYTE_OFFSET <= i < _FIRST_WORD_ID:
+                pending.append(i - _BYTE_OFFSET)
+                continue
+            if pending:
+                words.append(pending.decode("utf-8", errors="replace"))
+                pending.clear()
+            if i >= _FIRST_WORD_ID and i - _FIRST_WORD_ID < len(self.words):
+                words.append(self.words[i - _FIRST_WORD_ID])
+            elif i == UNK_ID:
+                words.append("<unk>")
+        if pending:
+            words.append(pending.decode("utf-8", errors="replace"))
+        return " ".join(words)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "word", "version": 1, "words": self.words, "byte_fallback": self.byte_fallback}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> TextTokenizer:
+        if state.get("kind") != "word":
+            raise ValueError(f"saved text tokenizer has kind {state.get('kind')!r}, expected 'word'")
+        return cls(state["words"], byte_fallback=bool(state.get("byte_fallback", True)))

@@ -1,0 +1,248 @@
+"""Load a trained checkpoint and turn observations into actions.
+
+``load_policy(checkpoint_dir)`` reads the checkpoint written by ``vla train`` (EMA weights,
+normalization statistics, tokenizers, spec) and returns a :class:`Policy`:
+
+- :meth:`Policy.predict_chunks`: stateless, batched (B, T, ...) -> action chunks (B, H, A);
+- :meth:`Policy.predict_chunk`: one observation (single frame or (T, ...) history) -> (H, A);
+- :meth:`Policy.reset` / :meth:`Policy.act`: the stateful per-step loop, built on
+  :class:`~vla.policies.executor.ChunkExecutor`, keeping the last ``n_obs_steps`` observations.
+
+Observations are normalized with the checkpoint's statistics and actions un-normalized with them,
+always; inputs are checked at the boundary (:mod:`vla.policies.checks`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from vla.features import ACTION_KEY, INSTRUCTION_KEY, STATE_KEY
+from vla.normalization import Normalizer
+from vla.policies.checks import TIMESTAMP_KEY, ObservationError, check_batch, check_observation_features
+from vla.policies.executor import ChunkExecutor
+from vla.train import checkpoint as ckpt
+from vla.train.batching import encode_text, to_model_inputs
+from vla.train.run import resolve_device
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What a policy consumes and produces (saved as ``policy.json`` in the checkpoint)."""
+
+    camera_keys: tuple[str, ...]
+    image_shape: tuple[int, int, int]  # (H, W, 3), uint8
+    state_dim: int
+    action_dim: int
+    n_obs_steps: int
+    chunk_size: int
+    fps: float | None = None
+    state_names: tuple[str, ...] | None = None
+    action_names: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PolicySpec:
+        """From ``policy.json`` (extra keys such as ``features`` are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        for key in ("camera_keys", "image_shape", "state_names", "action_names"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    def check_features(self, features: Mapping[str, Any]) -> None:
+        """Raise :class:`~vla.policies.checks.FeatureMismatchError` if a source's per-frame shapes
+        (``{feature: shape}``, e.g. from an environment) do not fit this policy."""
+        check_observation_features(features, self.camera_keys, self.image_shape, self.state_dim)
+
+
+class Policy:
+    """A trained VLA ready for inference; create it with :func:`load_policy`."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        spec: PolicySpec,
+        normalizer: Normalizer,
+        action_tokenizer: Any,
+        text_tokenizer: Any,
+        *,
+        device: torch.device,
+        replan_every: int | None = None,
+        temporal_ensemble: float | None = None,
+        max_age_s: float | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.spec = spec
+        self.normalizer = normalizer
+        self.action_tokenizer = action_tokenizer
+        self.text_tokenizer = text_tokenizer
+        self.device = device
+        self.max_age_s = max_age_s
+        self.decode_errors = 0  # chunks the action tokenizer had to repair or reject
+        self.executor = ChunkExecutor(
+            replan_every=replan_every or spec.chunk_size, temporal_ensemble=temporal_ensemble
+        )
+        self._instruction: str | None = None
+        self._history: deque[dict[str, np.ndarray]] = deque(maxlen=spec.n_obs_steps)
+
+    # -- stateless ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict_chunks(self, batch: Mapping[str, Any]) -> np.ndarray:
+        """Observation batch with leading (B, T) + ``instruction`` (list of B str) -> actions (B, H, A).
+
+        T may be 1..n_obs_steps (shorter histories are padded by repeating their oldest frame and
+        marked as padding, as in training; longer ones keep the newest frames). A chunk the action
+        tokenizer cannot decode comes back as NaN rows and is counted in :attr:`decode_errors`.
+        """
+        arrays, instructions = check_batch(
+            batch, self.spec.camera_keys, self.spec.image_shape, self.spec.state_dim, self.max_age_s
+        )
+        arrays, obs_is_pad = _fit_history(arrays, self.spec.n_obs_steps)
+        images = np.stack([arrays[k] for k in self.spec.camera_keys], axis=2)  # (B, T, N, H, W, 3)
+        state = self.normalizer.normalize(STATE_KEY, arrays[STATE_KEY]).astype(np.float32)
+        prepared = {
+            "images": torch.from_numpy(np.ascontiguousarray(images)),
+            "state": torch.from_numpy(state),
+            "obs_is_pad": torch.from_numpy(obs_is_pad),
+            **encode_text(self.text_tokenizer, instructions, self.model.config.max_text_len),
+        }
+        obs = to_model_inputs(prepared, self.device)
+        options = self.action_tokenizer.generation_options()
+        num_tokens = options.pop("num_tokens")
+        with _autocast(self.device):
+            tokens = self.model.generate(obs, num_tokens, temperature=0.0, use_cache=True, **options)
+        normalized, report = self.action_tokenizer.decode(tokens.cpu())
+        self.decode_errors += int(report.repaired) + len(report.rejected)
+        actions = self.normalizer.unnormalize(ACTION_KEY, normalized.astype(np.float32))
+        return np.asarray(actions, dtype=np.float32)
+
+    def predict_chunk(self, observation: Mapping[str, Any]) -> np.ndarray:
+        """One observation (single-frame values, or (T, ...) histories) -> one chunk (H, A)."""
+        return self.predict_chunks(self._as_batch(observation))[0]
+
+    def _as_batch(self, observation: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(observation, Mapping):
+            raise ObservationError("<observation>", f"expected a dict, got {type(observation).__name__}")
+        batch: dict[str, Any] = {}
+        for key in (*self.spec.camera_keys, STATE_KEY):
+            if key not in observation:
+                raise ObservationError(key, "missing")
+            value = np.asarray(observation[key])
+            frame_ndim = 3 if key in self.spec.camera_keys else 1
+            if value.ndim == frame_ndim:
+                value = value[None]  # a single frame
+            batch[key] = value[None]
+        instruction = observation.get(INSTRUCTION_KEY, self._instruction)
+        if instruction is None:
+            raise ObservationError(
+                INSTRUCTION_KEY, "missing (give it in the observation, or call reset(instruction))"
+            )
+        batch[INSTRUCTION_KEY] = [instruction]  # one observation, one instruction (checked downstream)
+        if TIMESTAMP_KEY in observation:
+            batch[TIMESTAMP_KEY] = np.asarray(observation[TIMESTAMP_KEY], dtype=np.float64).reshape(1, -1)
+        return batch
+
+    # -- stateful -----------------------------------------------------------------------------
+    def reset(self, instruction: str) -> None:
+        """Start an episode: forget the history and pending actions, remember ``instruction``."""
+        if not isinstance(instruction, str):
+            raise TypeError(f"the instruction must be a str, got {type(instruction).__name__}")
+        self._instruction = instruction
+        self._history.clear()
+        self.executor.reset()
+
+    def act(self, observation: Mapping[str, Any]) -> np.ndarray:
+        """The action (A,) for this control step (a new chunk is predicted when the executor needs one)."""
+        if self._instruction is None:
+            raise RuntimeError(
+                "Policy.act() called before Policy.reset(instruction): call reset() at the start of each episode"
+            )
+        frame = {key: observation[key] for key in (*self.spec.camera_keys, STATE_KEY) if key in observation}
+        batch_one = self._as_batch({**observation, INSTRUCTION_KEY: self._instruction})  # validates the frame
+        self._history.append({k: v[0, -1] for k, v in batch_one.items() if k in frame})
+        if self.executor.needs_chunk():
+            history = {k: np.stack([h[k] for h in self._history]) for k in frame}
+            if TIMESTAMP_KEY in observation:
+                history[TIMESTAMP_KEY] = observation[TIMESTAMP_KEY]
+            chunk = self.predict_chunk({**history, INSTRUCTION_KEY: self._instruction})
+            if not np.isfinite(chunk).all():
+                raise RuntimeError(
+                    "the predicted action chunk could not be decoded (see Policy.decode_errors)"
+                )
+            self.executor.push_chunk(chunk)
+        return self.executor.next_action()
+
+
+def _fit_history(arrays: dict[str, np.ndarray], n_obs_steps: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Bring every (B, T, ...) array to T = n_obs_steps; return the (B, T) padding mask."""
+    batch, steps = next(iter(arrays.values())).shape[:2]
+    if steps >= n_obs_steps:
+        return {k: v[:, steps - n_obs_steps :] for k, v in arrays.items()}, np.zeros(
+            (batch, n_obs_steps), dtype=bool
+        )
+    missing = n_obs_steps - steps
+    padded = {k: np.concatenate([np.repeat(v[:, :1], missing, axis=1), v], axis=1) for k, v in arrays.items()}
+    is_pad = np.zeros((batch, n_obs_steps), dtype=bool)
+    is_pad[:, :missing] = True
+    return padded, is_pad
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA (as in training); plain float32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def load_policy(
+    checkpoint_dir: str | os.PathLike[str],
+    device: str = "auto",
+    *,
+    replan_every: int | None = None,
+    temporal_ensemble: float | None = None,
+    max_age_s: float | None = None,
+    use_ema: bool = True,
+) -> Policy:
+    """Load a checkpoint (or a run directory: its latest checkpoint) as a :class:`Policy`.
+
+    ``device="auto"`` picks CUDA when available. ``replan_every`` (default: the chunk size) and
+    ``temporal_ensemble`` configure :meth:`Policy.act`; ``max_age_s`` refuses observations whose
+    ``timestamp`` is older. ``use_ema=False`` loads the raw training weights instead of the EMA ones.
+    """
+    from vla.model.action_tokenizers import action_tokenizer_from_state_dict
+    from vla.model.model import VLA, VLAConfig
+    from vla.model.text_tokenizer import TextTokenizer
+
+    path = ckpt.resolve_checkpoint(checkpoint_dir)
+    ckpt.check_complete(path)
+    documents = ckpt.load_documents(path)
+    try:
+        spec = PolicySpec.from_dict(documents["policy"])
+        model_config = VLAConfig.from_dict(dict(documents["config"]["model"]))
+        normalizer = Normalizer.from_dict(documents["normalization"])
+        action_tokenizer = action_tokenizer_from_state_dict(documents["action_tokenizer"])
+        text_tokenizer = TextTokenizer.from_dict(documents["text_tokenizer"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ckpt.CheckpointError(f"checkpoint {path} has malformed metadata: {exc!r}") from exc
+    for key, dim in ((STATE_KEY, spec.state_dim), (ACTION_KEY, spec.action_dim)):
+        if normalizer.dim(key) != dim:
+            raise ckpt.CheckpointError(
+                f"checkpoint {path}: statistics of {key!r} have {normalizer.dim(key)} dims, spec says {dim}"
+            )
+    torch_device = resolve_device(device)
+    model = VLA(model_config)
+    ckpt.load_weights(model, path / (ckpt.EMA_FILE if use_ema else ckpt.MODEL_FILE))
+    model.to(torch_device)
+    return Policy(
+        model, spec, normalizer, action_tokenizer, text_tokenizer, device=torch_device,
+        replan_every=replan_every, temporal_ensemble=temporal_ensemble, max_age_s=max_age_s,
+    )  # fmt: skip

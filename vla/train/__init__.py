@@ -1,0 +1,1 @@
+"""`vla train`: the training loop, checkpoints, normalization statistics and DDP (see vla.train.loop)."""

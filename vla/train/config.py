@@ -1,0 +1,79 @@
+"""The ``train:`` settings of a run, with defaults for every key.
+
+They come from the policy file's ``train:`` section, overridden by a top-level ``train:`` section
+(what ``vla train ... train.steps=200`` writes). Unknown keys are an error so a typo never trains
+silently with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    """Everything the training loop reads; see the policy YAML files for typical values."""
+
+    steps: int = 1000
+    batch_size: int = 32  # per process
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999  # 0 disables EMA (the raw weights are then also the "EMA")
+    n_obs_steps: int | None = None  # None: the model config's
+    horizon: int | None = None  # None: the model config's
+    val_fraction: float = 0.1
+    val_batches: int = 8
+    seed: int = 0
+    log_every: int = 10
+    val_every: int = 200
+    eval_every: int = 0  # simulation evaluation every N steps (0: never)
+    eval_episodes: int = 10
+    save_every: int = 500
+    keep_last: int = 3
+    num_workers: int = 2
+    compile: bool = False
+    amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
+    tokenizer_fit_windows: int = 4096  # action windows used to fit the action tokenizer
+    progress: bool = True  # tqdm bar on rank 0
+
+    @classmethod
+    def from_sections(cls, *sections: Mapping[str, Any] | None) -> tuple[TrainConfig, list[str]]:
+        """Merge ``sections`` (later wins) over the defaults; also return the keys left at their default."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for section in sections:
+            for key, value in (section or {}).items():
+                if key not in known:
+                    raise ValueError(f"unknown train setting {key!r}; known: {sorted(known)}")
+                values[key] = value
+        if "betas" in values:
+            values["betas"] = tuple(float(b) for b in values["betas"])
+        config = cls(**values)
+        config.validate()
+        return config, sorted(set(known) - set(values))
+
+    def validate(self) -> None:
+        """Refuse values the loop cannot honour, naming the key."""
+        positive = ("steps", "batch_size", "log_every", "val_every", "save_every", "keep_last")
+        for key in positive:
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"train.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.warmup_steps < 0 or self.num_workers < 0 or self.eval_every < 0:
+            raise ValueError("train.warmup_steps, train.num_workers and train.eval_every must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        data = dataclasses.asdict(self)
+        data["betas"] = list(self.betas)
+        return data
