@@ -20,6 +20,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's vla, whatever is installed
 from vla.model.action_tokenizers import BinningTokenizer, FastTokenizer
 from vla.model.model import VLA, VLAConfig
 
@@ -40,7 +42,9 @@ def machine(device: torch.device) -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    text = f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    text = (
+        f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     if device.type == "cuda":
         text += f", GPU {torch.cuda.get_device_name(device)}"
     return text
@@ -53,7 +57,9 @@ def smooth_chunks(n: int, horizon: int, dims: int, seed: int = 0) -> np.ndarray:
     offset = rng.uniform(-0.7, 0.7, (n, 1, dims))
     amplitude = rng.uniform(0.0, 0.3, (n, 1, dims))
     frequency = rng.uniform(0.2, 1.0, (n, 1, dims))
-    return (offset + amplitude * np.sin(2 * np.pi * frequency * t + rng.uniform(0, 6.3, (n, 1, dims)))).astype(np.float32)
+    return (
+        offset + amplitude * np.sin(2 * np.pi * frequency * t + rng.uniform(0, 6.3, (n, 1, dims)))
+    ).astype(np.float32)
 
 
 def store_chunks(path: str, horizon: int, limit: int = 4096) -> np.ndarray:
@@ -115,7 +121,9 @@ def train_throughput(model: VLA, config: VLAConfig, tokens: int, args, device) -
     return args.batch_size * args.train_steps / elapsed
 
 
-def latency_ms(model: VLA, config: VLAConfig, tokens: int, use_cache: bool, repeats: int, device) -> list[float]:
+def latency_ms(
+    model: VLA, config: VLAConfig, tokens: int, use_cache: bool, repeats: int, device
+) -> list[float]:
     model.eval()
     obs = random_obs(config, 1, device)
     times = []
@@ -134,7 +142,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="+", default=["tiny", "small"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -155,7 +165,9 @@ def main() -> None:
 
     for name in args.models:
         horizon = int(OmegaConf.load(POLICIES / f"{name}.yaml").model.horizon)
-        chunks = store_chunks(args.store, horizon) if args.store else smooth_chunks(4096, horizon, args.action_dim)
+        chunks = (
+            store_chunks(args.store, horizon) if args.store else smooth_chunks(4096, horizon, args.action_dim)
+        )
         source = args.store or "synthetic smooth chunks"
         binning = BinningTokenizer().fit(chunks)
         fast = FastTokenizer().fit(chunks)
@@ -167,7 +179,9 @@ def main() -> None:
         vocab = max(binning.vocab_size, fast.vocab_size)
         config = make_config(name, args, vocab, max(binning.max_tokens, fast.max_tokens))
         model = VLA(config).to(device)
-        print(f"[{name}] {model.num_parameters() / 1e6:.2f}M parameters, {config.n_layer} layers x {config.n_embd}")
+        print(
+            f"[{name}] {model.num_parameters() / 1e6:.2f}M parameters, {config.n_layer} layers x {config.n_embd}"
+        )
         samples = train_throughput(model, config, binning.max_tokens, args, device)
         print(f"[{name}] training (binning targets, batch {args.batch_size}): {samples:.1f} samples/s")
         for label, tokens in (("binning", binning.max_tokens), ("FAST", fast_mean)):

@@ -27,7 +27,12 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1'; then
 fi
 
 py_version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-key=$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)-py$py_version
+# The key covers what decides the installed packages: the lock file and the project's declared
+# requirements (not the rest of pyproject.toml, so editing lint settings does not rebuild 8 GB).
+declared=$("$PYTHON" -c 'import json, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(json.dumps([p.get("requires-python"), p.get("dependencies"), p.get("optional-dependencies")], sort_keys=True))')
+key=$( (cat requirements.lock; echo "$declared") | sha256sum | cut -c1-16)-py$py_version
+# The editable install of this clone is redone whenever pyproject.toml (entry points...) or the clone moves.
+editable_key=$( (cat pyproject.toml; pwd) | sha256sum | cut -c1-16)
 
 build_venv() {  # $1: where
     local target=$1
@@ -62,8 +67,12 @@ else
     fi
     ln -sfn "$venv" .venv
     # The environment may have been built from another clone: point the editable install here.
-    if ! .venv/bin/python -c 'import pathlib, sys, vla; sys.exit(pathlib.Path(vla.__file__).resolve().parents[1] != pathlib.Path.cwd().resolve())' 2>/dev/null; then
-        .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+    if [ "$(cat .venv/.vla-editable-key 2>/dev/null)" != "$editable_key" ]; then
+        if ! .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . >.venv/.vla-editable.log 2>&1; then
+            cat .venv/.vla-editable.log >&2
+            exit 1
+        fi
+        echo "$editable_key" >.venv/.vla-editable-key
     fi
 fi
 echo "setup: environment ready (.venv, $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -129,7 +129,9 @@ def test_kv_cache_decoding_equals_the_uncached_forward(padded):
 def test_sampling_is_seeded_and_respects_suppress_and_eos():
     model, config, obs, _ = model_and_inputs(seed=2)
     draws = [
-        model.generate(obs, 10, temperature=1.5, top_k=5, use_cache=c, generator=torch.Generator().manual_seed(3))
+        model.generate(
+            obs, 10, temperature=1.5, top_k=5, use_cache=c, generator=torch.Generator().manual_seed(3)
+        )
         for c in (True, False)
     ]
     assert torch.equal(draws[0], draws[1])
@@ -227,7 +229,9 @@ def test_conv_and_pretrained_vision_encoders(tmp_path):
     torch.jit.save(torch.jit.script(backbone), str(scripted))
     exported = tmp_path / "backbone.pt2"
     batch = torch.export.Dim("batch")
-    torch.export.save(torch.export.export(backbone, (torch.zeros(2, 3, 32, 32),), dynamic_shapes=({0: batch},)), exported)
+    torch.export.save(
+        torch.export.export(backbone, (torch.zeros(2, 3, 32, 32),), dynamic_shapes=({0: batch},)), exported
+    )
     for path in (scripted, exported):
         model = VLA(small_config(vision_encoder=f"pretrained:{path}"))
         assert model(obs, tokens).shape == (2, 4, config.action_vocab_size)

@@ -85,6 +85,10 @@ def test_act_requires_reset_then_replans(run_dir: Path) -> None:
     policy.reset("pick up the red cube")
     actions = [policy.act(_frame(np.random.default_rng(i))) for i in range(5)]
     assert all(a.shape == (3,) and np.isfinite(a).all() for a in actions)
+    # Step 5 reuses the pending chunk, yet its bad frame is still refused (never kept as history).
+    bad = {**_frame(), STATE: np.array([np.nan, 0, 0, 0], np.float32)}
+    with pytest.raises(ObservationError, match="NaN"):
+        policy.act(bad)
     ensemble = load_policy(run_dir, device="cpu", temporal_ensemble=0.1)
     ensemble.reset("pick up the red cube")
     assert ensemble.act(_frame()).shape == (3,)

@@ -87,6 +87,9 @@ def evaluate(
     With ``out_dir`` the report is also written there: report.json, report.md, success.png and up to
     ``video_count`` MP4s under videos/.
     """
+    spec_record = _spec_dict(policy)  # also refuses a non-policy before any worker starts
+    resolved = P.resolve_checkpoint(checkpoint) if checkpoint is not None else None
+    weights_hash = P.checkpoint_hash(resolved) if resolved is not None else None  # the weights loaded now
     env = plain_env_config(env_cfg)
     selected, all_tasks = resolve_tasks(env, tasks)
     phrasing_list = P.phrasings_of(phrasings)
@@ -133,12 +136,10 @@ def evaluate(
     kind = policy_name or ("checkpoint" if checkpoint is not None else type(policy).__name__)
     protocol = {
         "policy": kind,
-        "policy_spec": _spec_dict(policy),
+        "policy_spec": spec_record,
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
-        "checkpoint_resolved": str(P.resolve_checkpoint(checkpoint)) if checkpoint is not None else None,
-        "checkpoint_hash": P.checkpoint_hash(P.resolve_checkpoint(checkpoint))
-        if checkpoint is not None
-        else None,
+        "checkpoint_resolved": str(resolved) if resolved is not None else None,
+        "checkpoint_hash": weights_hash,
         "device": str(getattr(policy, "device", "cpu")),
         "suite": env["suite"],
         "env": env,

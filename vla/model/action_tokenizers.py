@@ -88,7 +88,9 @@ def _as_chunks(chunks: np.ndarray | torch.Tensor, horizon: int | None, action_di
         )
     if not np.isfinite(array).all():
         bad = np.argwhere(~np.isfinite(array))[0]
-        raise ValueError(f"action chunks contain NaN/inf (first at chunk {bad[0]}, step {bad[1]}, dim {bad[2]})")
+        raise ValueError(
+            f"action chunks contain NaN/inf (first at chunk {bad[0]}, step {bad[1]}, dim {bad[2]})"
+        )
     return np.clip(array.astype(np.float64), -1.0, 1.0)
 
 
@@ -268,12 +270,17 @@ class FastTokenizer:
         """Learn the BPE merges on normalized training chunks (N, H, A)."""
         array = np.asarray(actions)
         if array.ndim != 3 or len(array) == 0:
-            raise ValueError(f"fit expects a non-empty array of normalized chunks (N, H, A), got {array.shape}")
+            raise ValueError(
+                f"fit expects a non-empty array of normalized chunks (N, H, A), got {array.shape}"
+            )
         self.horizon, self.action_dim = int(array.shape[1]), int(array.shape[2])
         symbols = self._symbols(_as_chunks(array, None, None))
         base = 2 * self.coefficient_bound + 1
         self.bpe = BytePairEncoding.train(
-            list(symbols), base_vocab_size=base, vocab_size=max(self.bpe_vocab_size, base), min_frequency=self.min_frequency
+            list(symbols),
+            base_vocab_size=base,
+            vocab_size=max(self.bpe_vocab_size, base),
+            min_frequency=self.min_frequency,
         )
         longest = max(len(r) for r in self.bpe.encode(list(symbols))) + 1
         self._max_tokens = min(int(np.ceil(longest * 1.25)), self.horizon * self.action_dim + 1)
@@ -377,7 +384,11 @@ def action_tokenizer_from_state_dict(state: dict[str, Any]) -> ActionTokenizer:
     """Rebuild a tokenizer saved with ``state_dict()`` (the dict names its kind)."""
     name = state.get("name")
     if name not in ACTION_TOKENIZERS:
-        raise ValueError(f"saved action tokenizer has unknown name {name!r}; known: {sorted(ACTION_TOKENIZERS)}")
+        raise ValueError(
+            f"saved action tokenizer has unknown name {name!r}; known: {sorted(ACTION_TOKENIZERS)}"
+        )
     if state.get("version") != SCHEMA_VERSION:
-        raise ValueError(f"saved {name} tokenizer has version {state.get('version')}, expected {SCHEMA_VERSION}")
+        raise ValueError(
+            f"saved {name} tokenizer has version {state.get('version')}, expected {SCHEMA_VERSION}"
+        )
     return ACTION_TOKENIZERS[name].from_state_dict(state)

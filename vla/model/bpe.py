@@ -66,7 +66,9 @@ class BytePairEncoding:
     def __init__(self, base_vocab_size: int, merges: Sequence[tuple[int, int]]):
         self.base_vocab_size = int(base_vocab_size)
         self.merges = [(int(a), int(b)) for a, b in merges]
-        self._expansions: list[np.ndarray] = [np.array([i], dtype=np.int64) for i in range(self.base_vocab_size)]
+        self._expansions: list[np.ndarray] = [
+            np.array([i], dtype=np.int64) for i in range(self.base_vocab_size)
+        ]
         for a, b in self.merges:
             if not (0 <= a < len(self._expansions) and 0 <= b < len(self._expansions)):
                 raise ValueError(f"BPE merge ({a}, {b}) refers to an id not defined before it")

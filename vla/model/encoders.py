@@ -36,7 +36,9 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def _grid(config: VLAConfig) -> int:
     if config.image_size % config.patch_size:
-        raise ValueError(f"image_size {config.image_size} is not a multiple of patch_size {config.patch_size}")
+        raise ValueError(
+            f"image_size {config.image_size} is not a multiple of patch_size {config.patch_size}"
+        )
     return config.image_size // config.patch_size
 
 
@@ -66,7 +68,9 @@ class ConvStemEncoder(nn.Module):
         grid = _grid(config)
         stages = int(math.log2(config.patch_size))
         if 2**stages != config.patch_size:
-            raise ValueError(f"the conv vision encoder needs a power-of-two patch_size, got {config.patch_size}")
+            raise ValueError(
+                f"the conv vision encoder needs a power-of-two patch_size, got {config.patch_size}"
+            )
         layers: list[nn.Module] = []
         channels = 3
         for i in range(stages):
@@ -120,7 +124,9 @@ class PretrainedVisionEncoder(nn.Module):
         if features.dim() == 4:  # feature map (N, C, h, w) -> tokens (N, h*w, C)
             features = features.flatten(2).transpose(1, 2)
         if features.dim() != 3:
-            raise ValueError(f"a pretrained vision encoder must return (N,C,h,w) or (N,P,C), got {tuple(features.shape)}")
+            raise ValueError(
+                f"a pretrained vision encoder must return (N,C,h,w) or (N,P,C), got {tuple(features.shape)}"
+            )
         return features
 
     def forward(self, images: Tensor) -> Tensor:
@@ -167,9 +173,13 @@ TEXT_ENCODERS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_encoder(registry: dict[str, Callable[..., nn.Module]], spec: str, config: VLAConfig, what: str) -> nn.Module:
+def build_encoder(
+    registry: dict[str, Callable[..., nn.Module]], spec: str, config: VLAConfig, what: str
+) -> nn.Module:
     """Build ``registry[kind](config[, argument])`` from ``spec = "kind"`` or ``"kind:argument"``."""
     kind, _, argument = spec.partition(":")
     if kind not in registry:
-        raise ValueError(f"unknown {what} encoder {spec!r}; choose one of {sorted(registry)} ('pretrained:<path>')")
+        raise ValueError(
+            f"unknown {what} encoder {spec!r}; choose one of {sorted(registry)} ('pretrained:<path>')"
+        )
     return registry[kind](config, argument) if kind == "pretrained" else registry[kind](config)

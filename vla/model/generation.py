@@ -10,6 +10,7 @@ forward pass for every token; it exists as the reference the cache is tested and
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -19,24 +20,36 @@ if TYPE_CHECKING:
     from vla.model.model import VLA
 
 
-def _pick(
-    logits: Tensor,
-    temperature: float,
-    top_k: int | None,
-    generator: torch.Generator | None,
-    suppress: Tensor | None,
-) -> tuple[Tensor, Tensor]:
-    """Processed logits (B, V) and the chosen token per row (B,)."""
-    if suppress is not None:
-        logits = logits.index_fill(1, suppress, float("-inf"))
-    if temperature <= 0.0:
-        return logits, logits.argmax(dim=-1)
-    scaled = logits / temperature
-    if top_k is not None and top_k < scaled.shape[-1]:
-        kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-    probs = torch.softmax(scaled, dim=-1)
-    return logits, torch.multinomial(probs, 1, generator=generator).squeeze(1)
+@dataclass
+class Sampling:
+    """How each step turns logits into a token (see :meth:`vla.model.model.VLA.generate`)."""
+
+    temperature: float = 0.0  # 0: greedy
+    top_k: int | None = None
+    generator: torch.Generator | None = None
+    eos_token: int | None = None
+    pad_token: int | None = None
+    suppress: Tensor | None = None  # ids never produced
+
+    @property
+    def fill(self) -> int:
+        """The id written after EOS (and fed back for finished rows)."""
+        if self.pad_token is not None:
+            return self.pad_token
+        return self.eos_token if self.eos_token is not None else 0
+
+    def pick(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Processed logits (B, V) and the chosen token per row (B,)."""
+        if self.suppress is not None:
+            logits = logits.index_fill(1, self.suppress, float("-inf"))
+        if self.temperature <= 0.0:
+            return logits, logits.argmax(dim=-1)
+        scaled = logits / self.temperature
+        if self.top_k is not None and self.top_k < scaled.shape[-1]:
+            kth = torch.topk(scaled, self.top_k, dim=-1).values[:, -1:]
+            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+        probs = torch.softmax(scaled, dim=-1)
+        return logits, torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
 
 
 def generate(
@@ -58,43 +71,49 @@ def generate(
         raise ValueError(f"num_tokens must be in 1..{config.max_action_tokens}, got {num_tokens}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    device = next(model.parameters()).device
+    suppress = None
+    if suppress_tokens:
+        suppress = torch.tensor(sorted(set(suppress_tokens)), dtype=torch.long, device=device)
+    sampling = Sampling(temperature, top_k, generator, eos_token, pad_token, suppress)
     was_training = model.training
     model.eval()  # generation never uses dropout
     try:
         with torch.inference_mode():  # cheaper than no_grad: no version counters or views tracked
             step = _CachedDecoder(model, obs, num_tokens) if use_cache else _UncachedDecoder(model, obs)
-            result = _decode(step, num_tokens, temperature, top_k, generator, eos_token, pad_token,
-                             suppress_tokens, return_logits, config.action_vocab_size)  # fmt: skip
+            tokens, logits = _decode(step, num_tokens, sampling, return_logits, config.action_vocab_size)
     finally:
         model.train(was_training)
     # Clones made outside inference mode are ordinary tensors, usable later in autograd.
-    return tuple(t.clone() for t in result) if isinstance(result, tuple) else result.clone()
+    return (tokens.clone(), logits.clone()) if logits is not None else tokens.clone()
 
 
-def _decode(step, num_tokens, temperature, top_k, generator, eos_token, pad_token, suppress_tokens,
-            return_logits, vocab_size):  # fmt: skip
+def _decode(
+    step: _CachedDecoder | _UncachedDecoder,
+    num_tokens: int,
+    sampling: Sampling,
+    return_logits: bool,
+    vocab_size: int,
+) -> tuple[Tensor, Tensor | None]:
+    """The token loop shared by both decoders: tokens (B, num_tokens) and, if asked, their logits."""
     logits = step.first()
     B, device = logits.shape[0], logits.device
-    suppress = None
-    if suppress_tokens:
-        suppress = torch.tensor(sorted(set(suppress_tokens)), dtype=torch.long, device=device)
-    fill = pad_token if pad_token is not None else (eos_token if eos_token is not None else 0)
-    tokens = torch.full((B, num_tokens), fill, dtype=torch.long, device=device)
+    tokens = torch.full((B, num_tokens), sampling.fill, dtype=torch.long, device=device)
     all_logits = torch.zeros(B, num_tokens, vocab_size, device=device) if return_logits else None
-    done = torch.zeros(B, dtype=torch.bool, device=device) if eos_token is not None else None
+    done = torch.zeros(B, dtype=torch.bool, device=device) if sampling.eos_token is not None else None
     for i in range(num_tokens):
         if i:
             logits = step.next(tokens[:, i - 1 : i], i)
-        logits, chosen = _pick(logits, temperature, top_k, generator, suppress)
+        logits, chosen = sampling.pick(logits)
         if done is not None:
-            chosen = torch.where(done, torch.full_like(chosen, fill), chosen)
-            done = done | (chosen == eos_token)
+            chosen = torch.where(done, torch.full_like(chosen, sampling.fill), chosen)
+            done = done | (chosen == sampling.eos_token)
         tokens[:, i] = chosen
         if all_logits is not None:
             all_logits[:, i] = logits
         if done is not None and bool(done.all()):
             break
-    return (tokens, all_logits) if all_logits is not None else tokens
+    return tokens, all_logits
 
 
 class _UncachedDecoder:
@@ -114,7 +133,7 @@ class _UncachedDecoder:
 
 
 class _CachedDecoder:
-    """Prefill once into preallocated per-layer (k, v) buffers, then one token per step."""
+    """Prefill once into preallocated per-layer key/value buffers (B, S_max, 2D), then one token per step."""
 
     def __init__(self, model: VLA, obs: dict[str, Tensor], num_tokens: int):
         self.model = model
@@ -127,15 +146,17 @@ class _CachedDecoder:
         B, P, _ = prefix.shape
         self.prefix_len = P
         total = P + self.num_tokens  # prefix + BOS + the first num_tokens - 1 tokens fed back
-        head_dim = c.n_embd // c.n_head
-        buffer = prefix.new_empty(c.n_layer, 2, B, c.n_head, total, head_dim)
-        self.caches = [(buffer[layer, 0], buffer[layer, 1]) for layer in range(c.n_layer)]
+        self.caches = list(prefix.new_empty(c.n_layer, B, total, 2 * c.n_embd).unbind(0))
         x = torch.cat([prefix, model.bos_embedding(B)], dim=1)
         mask = model.attention_mask(rank, valid, 1)
         for block, cache in zip(model.blocks, self.caches, strict=True):
             x = block(x, mask, cache, 0)
         # Later steps see every cached key up to their own position; only prefix padding is masked.
-        self.key_mask = None if bool(valid.all()) else torch.cat([valid, valid.new_ones(B, self.num_tokens)], 1)[:, None, None, :]
+        self.key_mask = (
+            None
+            if bool(valid.all())
+            else torch.cat([valid, valid.new_ones(B, self.num_tokens)], 1)[:, None, None, :]
+        )
         return model.head(model.ln_f(x[:, -1]))
 
     def next(self, last_token: Tensor, i: int) -> Tensor:

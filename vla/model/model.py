@@ -96,18 +96,21 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd)
         self.dropout = config.dropout
 
-    def forward(self, x: Tensor, mask: Tensor | None, cache: tuple[Tensor, Tensor] | None = None, start: int = 0) -> Tensor:
-        """``x`` (B, S, D); ``mask`` (B, 1, S, S_keys) True = may attend. With ``cache = (k, v)``
-        (B, heads, S_max, head_dim), this chunk's keys/values are written at ``start`` and the
-        queries attend to cache positions ``< start + S``."""
+    def forward(self, x: Tensor, mask: Tensor | None, cache: Tensor | None = None, start: int = 0) -> Tensor:
+        """``x`` (B, S, D); ``mask`` (B, 1, S, S_keys) True = may attend. With ``cache`` (B, S_max, 2D),
+        this chunk's keys and values are written at ``start`` and the queries attend to cache
+        positions ``< start + S`` (the mask then covers those keys)."""
         B, S, D = x.shape
-        q, k, v = self.qkv(x).view(B, S, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        H, hd = self.n_head, self.head_dim
+        qkv = self.qkv(x)  # (B, S, 3D) laid out [q | k | v]
+        kv = qkv[..., D:]
         if cache is not None:
-            k_cache, v_cache = cache
-            end = start + S
-            k_cache[:, :, start:end] = k
-            v_cache[:, :, start:end] = v
-            k, v = k_cache[:, :, :end], v_cache[:, :, :end]
+            # One copy per layer and step: keys and values stay interleaved exactly as qkv made them.
+            cache[:, start : start + S] = kv
+            kv = cache[:, : start + S]
+        q = qkv[..., :D].view(B, S, H, hd).transpose(1, 2)
+        k = kv[..., :D].view(B, -1, H, hd).transpose(1, 2)
+        v = kv[..., D:].view(B, -1, H, hd).transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         return self.proj(y.transpose(1, 2).reshape(B, S, D))
@@ -125,9 +128,10 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(config.n_embd, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, config.n_embd)
         )
-        self.drop = nn.Dropout(config.dropout)
+        # Identity when dropout is off: nn.Dropout still costs a dispatch per call when decoding.
+        self.drop = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
 
-    def forward(self, x: Tensor, mask: Tensor | None, cache: tuple[Tensor, Tensor] | None = None, start: int = 0) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None, cache: Tensor | None = None, start: int = 0) -> Tensor:
         x = x + self.drop(self.attn(self.ln1(x), mask, cache, start))
         return x + self.drop(self.mlp(self.ln2(x)))
 
@@ -176,7 +180,7 @@ class VLA(nn.Module):
         c = self.config
         images = _require(obs, "images", 6)
         B, T, N, C, H, W = images.shape
-        if N != len(c.cameras) or C != 3 or H != c.image_size or W != c.image_size:
+        if images.shape[2:] != (len(c.cameras), 3, c.image_size, c.image_size):
             raise ValueError(
                 f"obs['images'] has shape {tuple(images.shape)}; expected (B, T, {len(c.cameras)} cameras "
                 f"{list(c.cameras)}, 3, {c.image_size}, {c.image_size})"
@@ -192,13 +196,19 @@ class VLA(nn.Module):
 
         patches = self.vision(images.reshape(B * T * N, C, H, W))  # (B*T*N, P, D)
         P = patches.shape[1]
-        patches = patches.view(B, T, N, P, -1) + self.camera_embed + time.unsqueeze(1) + self.type_embed[IMAGE]
+        patches = (
+            patches.view(B, T, N, P, -1) + self.camera_embed + time.unsqueeze(1) + self.type_embed[IMAGE]
+        )
         per_step = [patches.reshape(B, T, N * P, -1)]
         if self.state_proj is not None:
             state = _require(obs, "state", 3)
             if state.shape != (B, T, c.state_dim):
-                raise ValueError(f"obs['state'] has shape {tuple(state.shape)}, expected {(B, T, c.state_dim)}")
-            state_tokens = self.state_proj(state).view(B, T, c.state_tokens, -1) + time + self.type_embed[STATE]
+                raise ValueError(
+                    f"obs['state'] has shape {tuple(state.shape)}, expected {(B, T, c.state_dim)}"
+                )
+            state_tokens = (
+                self.state_proj(state).view(B, T, c.state_tokens, -1) + time + self.type_embed[STATE]
+            )
             per_step.append(state_tokens)
         obs_tokens = torch.cat(per_step, dim=2)  # (B, T, tokens per step, D)
         per_step_count = obs_tokens.shape[2]
@@ -209,7 +219,7 @@ class VLA(nn.Module):
         text_tokens = obs.get("text_tokens")
         if text_tokens is not None:
             L = text_tokens.shape[1]
-            if text_tokens.dim() != 2 or text_tokens.shape[0] != B or L > c.max_text_len:
+            if text_tokens.dim() != 2 or text_tokens.shape[0] != B or not 0 < L <= c.max_text_len:
                 raise ValueError(
                     f"obs['text_tokens'] has shape {tuple(text_tokens.shape)}; expected (B={B}, L<={c.max_text_len})"
                 )
@@ -222,7 +232,11 @@ class VLA(nn.Module):
 
     def embed_actions(self, tokens: Tensor, start: int) -> Tensor:
         """Action-token ids (B, L) at action positions ``start..start+L-1`` -> (B, L, D); position 0 is BOS."""
-        return self.action_embed(tokens) + self.action_pos[:, start : start + tokens.shape[1]] + self.type_embed[ACTION]
+        return (
+            self.action_embed(tokens)
+            + self.action_pos[:, start : start + tokens.shape[1]]
+            + self.type_embed[ACTION]
+        )
 
     def bos_embedding(self, batch: int) -> Tensor:
         return (self.bos + self.action_pos[:, :1] + self.type_embed[ACTION]).expand(batch, -1, -1)

@@ -49,7 +49,9 @@ class TextTokenizer:
         return _FIRST_WORD_ID + len(self.words)
 
     @classmethod
-    def build(cls, instructions: Iterable[str], max_vocab_size: int = 512, min_count: int = 1) -> TextTokenizer:
+    def build(
+        cls, instructions: Iterable[str], max_vocab_size: int = 512, min_count: int = 1
+    ) -> TextTokenizer:
         """A vocabulary of the most frequent words in ``instructions``, ``vocab_size <= max_vocab_size``."""
         if max_vocab_size < _FIRST_WORD_ID:
             raise ValueError(f"max_vocab_size must be at least {_FIRST_WORD_ID} (specials + 256 bytes)")

@@ -166,13 +166,16 @@ class Policy:
             raise RuntimeError(
                 "Policy.act() called before Policy.reset(instruction): call reset() at the start of each episode"
             )
-        frame = {key: observation[key] for key in (*self.spec.camera_keys, STATE_KEY) if key in observation}
-        batch_one = self._as_batch({**observation, INSTRUCTION_KEY: self._instruction})  # validates the frame
-        self._history.append({k: v[0, -1] for k, v in batch_one.items() if k in frame})
+        keys = (*self.spec.camera_keys, STATE_KEY)
+        batch_one = self._as_batch({**observation, INSTRUCTION_KEY: self._instruction})
+        # Every frame is checked as it arrives, even when no new chunk is due, so a bad frame never
+        # hides in the history.
+        arrays, _ = check_batch(
+            batch_one, self.spec.camera_keys, self.spec.image_shape, self.spec.state_dim, self.max_age_s
+        )
+        self._history.append({k: arrays[k][0, -1] for k in keys})
         if self.executor.needs_chunk():
-            history = {k: np.stack([h[k] for h in self._history]) for k in frame}
-            if TIMESTAMP_KEY in observation:
-                history[TIMESTAMP_KEY] = observation[TIMESTAMP_KEY]
+            history = {k: np.stack([h[k] for h in self._history]) for k in keys}
             chunk = self.predict_chunk({**history, INSTRUCTION_KEY: self._instruction})
             if not np.isfinite(chunk).all():
                 raise RuntimeError(

@@ -41,7 +41,15 @@ INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
 
 
 class TabletopEnv(gym.Env):
-    """One tabletop task. Build it with ``vla.envs.tabletop.make`` or ``gymnasium.make``."""
+    """One tabletop task. Build it with ``vla.envs.tabletop.make`` or ``gymnasium.make``.
+
+    Options: ``image_size`` (int or (H, W)), ``cameras`` (subset of ``front``/``wrist``; an empty
+    list skips rendering, e.g. for fast expert checks), ``control`` (``ee_delta``/``joint_pos``),
+    ``phrasing`` (``train``/``heldout``: the instruction set sampled by the seed), ``max_steps``
+    (time limit, default per task), ``render_mode`` (``rgb_array``: ``render()`` gives the front
+    view), ``terminate_on_success`` (default True), ``fast_render`` (False: MuJoCo's default render
+    quality, for the benchmark's baseline only).
+    """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
 
