@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +59,17 @@ def ensure_store(path: str, frames: int) -> TrajectoryStore:
     ).close()
     print(f"  written in {time.perf_counter() - start:.0f} s", flush=True)
     return TrajectoryStore.open(path)
+
+
+def warm_page_cache(path: str) -> float:
+    """Read every store file once so "warm" means warm; returns the seconds it took."""
+    start = time.perf_counter()
+    for file in Path(path).rglob("*"):
+        if file.is_file():
+            with file.open("rb", buffering=0) as f:
+                while f.read(16 << 20):
+                    pass
+    return time.perf_counter() - start
 
 
 def drop_page_cache(path: str) -> None:
@@ -105,13 +117,25 @@ def vla_store_plain_shuffle(args: argparse.Namespace, workers: int) -> float:
 
 def in_memory(args: argparse.Namespace, workers: int) -> float:
     """The limit: identical windows gathered from numpy arrays in RAM (the first episodes)."""
-    episodes = list(range(min(args.memory_episodes, TrajectoryStore.open(args.store).num_episodes)))
-    dataset = TrajectoryDataset(args.store, SPEC, episodes=episodes, in_memory=True)
-    dataset[0]  # load before forking workers, so they share the arrays
-    return _rate(dataset, workers, args.batch_size, args.samples)
+    if args.store not in _IN_MEMORY:
+        episodes = list(range(min(args.memory_episodes, TrajectoryStore.open(args.store).num_episodes)))
+        _IN_MEMORY[args.store] = TrajectoryDataset(args.store, SPEC, episodes=episodes, in_memory=True)
+        _IN_MEMORY[args.store][0]  # load before forking workers, so they share the arrays
+    return _rate(_IN_MEMORY[args.store], workers, args.batch_size, args.samples)
+
+
+_IN_MEMORY: dict[str, TrajectoryDataset] = {}
 
 
 LOADERS: dict[str, Callable[..., float]] = {"in-memory numpy": in_memory, "vla store": vla_store}
+
+
+def _load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _spread(values: list[float], fmt: str = ".0f") -> str:
+    return "[" + " ".join(format(v, fmt) for v in values) + "]"
 
 
 def main() -> None:
@@ -130,12 +154,13 @@ def main() -> None:
     parser.add_argument(
         "--memory-episodes", type=int, default=50, help="episodes loaded for the in-memory limit"
     )
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved in-memory/store pairs")
     parser.add_argument("--quick", action="store_true", help="a small store and short runs")
     args = parser.parse_args()
     if args.quick:
         args.frames, args.samples, args.memory_episodes = 10_000, 3_000, 20
     torch.set_num_threads(1)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; load average {_load()}")
     store = ensure_store(args.store, args.frames)
     size = sum(f.stat().st_size for f in Path(args.store).rglob("*") if f.is_file())
     raw = store.num_frames * sum(
@@ -149,17 +174,24 @@ def main() -> None:
     )
     for workers in (0, 2):
         label = "1 process" if workers == 0 else f"{workers} workers"
-        limit = LOADERS["in-memory numpy"](args, workers)
-        warm = LOADERS["vla store"](args, workers)
+        # Interleaved pairs, medians: the machine's load drifts, a ratio of neighbours does not.
+        limits, warms = [], []
+        print(f"({label}: page cache warmed in {warm_page_cache(args.store):.0f} s)", flush=True)
+        for _ in range(args.repeats):
+            limits.append(LOADERS["in-memory numpy"](args, workers))
+            warms.append(LOADERS["vla store"](args, workers))
+        ratios = [w / m for w, m in zip(warms, limits, strict=True)]
+        limit, warm, ratio = (statistics.median(v) for v in (limits, warms, ratios))
         cold = vla_store(args, workers, cold=True)
-        print(f"[{label}] in-memory numpy (limit)        {limit:9.0f} samples/s")
+        print(f"[{label}] in-memory numpy (limit)        {limit:9.0f} samples/s  {_spread(limits)}")
         print(
-            f"[{label}] vla store, page cache warm     {warm:9.0f} samples/s  ratio {warm / limit:.2f} (goal >= 0.50)"
+            f"[{label}] vla store, page cache warm     {warm:9.0f} samples/s  {_spread(warms)}  "
+            f"ratio {ratio:.2f} (goal >= 0.50) {_spread(ratios, '.2f')}"
         )
         per_process = cold / max(workers, 1)
         print(
             f"[{label}] vla store, cold, {args.cold_cache_mb} MiB cache  {cold:9.0f} samples/s  "
-            f"{per_process:.0f}/process (goal >= 1500/process)",
+            f"{per_process:.0f}/process (goal >= 1500/process)  load {_load()}",
             flush=True,
         )
     plain = vla_store_plain_shuffle(args, 0)

@@ -1,13 +1,19 @@
 """Benchmark the deployment path: the simulated robot at 50 Hz, in-process vs through ``vla serve``.
 
     python scripts/bench_deploy.py [checkpoint=<dir>] [hz=50] [steps=500] [task=reach-red] [image_size=64]
+                                   [threads=N] [export=torchscript|torch.export]
 
-With a checkpoint the policy is that checkpoint (the ``tiny`` one is the target). Without one, a
-stand-in policy with the spec of the tabletop env and a fixed compute cost (``synthetic_ms``, numpy
-matmuls that hold the GIL part of the time, like a small model's Python overhead) is used: latency is
-what matters here, not actions. Prints the machine, then per mode: achieved rate, period jitter
-p50/p99, overruns, steps held for lack of an action (inference overruns), inference latency, and the
-server's round-trip overhead over in-process inference (same policy, same run).
+``checkpoint`` may be any policy ``vla serve`` accepts (:mod:`vla.deploy.sources`). Without one, a real
+``tiny`` policy (policies/tiny.yaml) with random weights and the tabletop env's features is written
+once by the training code (:mod:`vla.deploy.untrained`) and reused: latency depends on the
+architecture, not on what was learned. ``threads`` sets ``torch.set_num_threads`` in both processes
+(on a 2-core machine the inference thread competes with the simulator). ``export=`` also runs the
+exported program of the same policy in-process (:mod:`vla.policies.export`), side by side.
+
+Prints the machine, then per mode: achieved rate, period jitter p50/p99, overruns, steps held for
+lack of an action (inference overruns) and inference latency; then the server's round-trip overhead
+and the exported program's latency, each as a ratio against in-process eager inference (same
+policy, same run).
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
-import time
-from dataclasses import dataclass
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,52 +30,49 @@ import numpy as np
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
-@dataclass(frozen=True)
-class SyntheticSpec:
-    camera_keys: tuple[str, ...]
-    image_shape: tuple[int, int, int]
-    state_dim: int
-    action_dim: int = 4
-    n_obs_steps: int = 1
-    chunk_size: int = 16
+def _set_threads(options: dict[str, str]) -> int:
+    import torch
+
+    if "threads" in options:
+        torch.set_num_threads(int(options["threads"]))
+    return torch.get_num_threads()
 
 
-class SyntheticPolicy:
-    """Zero actions after ``compute_ms`` of matrix products (a stand-in with a realistic latency)."""
+def _robot_features(robot: Any) -> dict[str, tuple[int, ...]]:
+    """The robot's per-frame feature shapes under vla's names (what a policy is checked against)."""
+    from vla.features import STATE_KEY, camera_key
 
-    def __init__(self, spec: SyntheticSpec, compute_ms: float) -> None:
-        self.spec, self.compute_ms = spec, compute_ms
-        self._a = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
-
-    def predict_chunks(self, batch: dict[str, Any]) -> np.ndarray:
-        end = time.perf_counter() + self.compute_ms / 1e3
-        while time.perf_counter() < end:
-            self._a = np.tanh(self._a @ self._a * 1e-2)
-        return np.zeros((len(batch["instruction"]), self.spec.chunk_size, self.spec.action_dim), np.float32)
-
-    def predict_chunk(self, observation: dict[str, Any]) -> np.ndarray:
-        single = {k: v[None, None] if isinstance(v, np.ndarray) else [v] for k, v in observation.items()}
-        return self.predict_chunks(single)[0]
+    shapes = {camera_key(c): tuple(robot.observation_features[c]) for c in robot.features.cameras}
+    return {**shapes, STATE_KEY: (len(robot.features.state_names),)}
 
 
-def _policy(options: dict[str, str], spec: SyntheticSpec) -> Any:
-    if "checkpoint" in options:
-        from vla import load_policy
+def _untrained_tiny(robot: Any, image_size: int) -> Path:
+    """A random-weight ``tiny`` checkpoint with the robot's features (written once, then reused)."""
+    from vla.deploy.untrained import write_untrained_checkpoint
 
-        return load_policy(options["checkpoint"], device="cpu")
-    return SyntheticPolicy(spec, float(options.get("synthetic_ms", 15)))
+    cameras = robot.features.cameras
+    state_dim, action_dim = len(robot.features.state_names), len(robot.features.action_names)
+    folder = f"tiny_{'-'.join(cameras)}_{image_size}px_s{state_dim}_a{action_dim}"
+    out = Path(tempfile.gettempdir()) / "vla_bench_deploy" / folder
+    print(f"writing (or reusing) an untrained tiny checkpoint with the robot's features in {out}", flush=True)
+    return write_untrained_checkpoint(
+        out, cameras=cameras, image_size=image_size, state_dim=state_dim, action_dim=action_dim
+    )
 
 
-def _serve(options: dict[str, str], spec: SyntheticSpec, port_queue: Any) -> None:
+def _serve(options: dict[str, str], port_queue: Any) -> None:
     """Server process: the same policy behind ``PolicyServer`` (a separate process, as deployed)."""
     import asyncio
 
     from vla.deploy.server import PolicyServer
+    from vla.deploy.sources import load_deploy_policy
+
+    _set_threads(options)
 
     async def run() -> None:
         ready = asyncio.get_running_loop().create_future()
         ready.add_done_callback(lambda f: port_queue.put(f.result()))
-        await PolicyServer(_policy(options, spec)).run("127.0.0.1", 0, ready)
+        await PolicyServer(load_deploy_policy(options["checkpoint"], "cpu")).run("127.0.0.1", 0, ready)
 
     asyncio.run(run())
 
@@ -115,36 +118,50 @@ def _line(name: str, s: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    options = dict(arg.split("=", 1) for arg in argv)
+    options = {key.lstrip("-"): value for key, value in (arg.split("=", 1) for arg in argv)}
     hz, steps = float(options.get("hz", 50)), int(options.get("steps", 500))
     from vla.deploy.client import RemoteInference
     from vla.deploy.requester import ThreadedInference
     from vla.deploy.sim_robot import SimRobot
-    from vla.features import STATE_KEY
+    from vla.deploy.sources import load_deploy_policy
 
+    threads = _set_threads(options)
     size = int(options.get("image_size", 64))
     env_cfg = {"suite": "tabletop", "image_size": size, "max_steps": 100_000, "terminate_on_success": False}
     robot = SimRobot.from_config(env_cfg, options.get("task", "reach-red"), seed=1_000_000)
     robot.connect()
-    space = robot.env.observation_space
-    spec = SyntheticSpec(tuple(k for k in space.spaces if k.startswith("observation.images.")), (size, size, 3),
-                         int(space[STATE_KEY].shape[0]))  # fmt: skip
-    policy = _policy(options, spec)
+    if "checkpoint" not in options:
+        options["checkpoint"] = str(_untrained_tiny(robot, size))
+    policy = load_deploy_policy(options["checkpoint"], "cpu")
+    policy.spec.check_features(_robot_features(robot))
     chunk_size = int(policy.spec.chunk_size)
     replan_every = int(options.get("replan_every", max(1, chunk_size // 2)))
-    print(f"machine: {_machine()}")
-    synthetic = "synthetic (" + options.get("synthetic_ms", "15") + " ms/chunk)"
-    print(f"policy: {options.get('checkpoint', synthetic)}, "
-          f"chunk {chunk_size}, replan every {replan_every}; robot: tabletop sim {size}x{size}, {hz:g} Hz, {steps} steps")  # fmt: skip
+    print(f"machine: {_machine()}; torch threads {threads}")
+    print(f"policy: {options['checkpoint']}, chunk {chunk_size}, replan every {replan_every}; "
+          f"robot: tabletop sim {size}x{size}, {hz:g} Hz, {steps} steps")  # fmt: skip
 
     local = ThreadedInference(policy.predict_chunk)
     in_process = _run(robot, local, hz, steps, replan_every, chunk_size)
     local.close()
     print(_line("in-process", in_process), flush=True)
+    local_ms = in_process["inference_latency_ms"]["p50"]
+
+    if options.get("export"):
+        from vla.policies.export import export_policy, load_exported_policy
+
+        out = Path(tempfile.mkdtemp(prefix="vla_bench_export_"))
+        exported = load_exported_policy(export_policy(options["checkpoint"], out, format=options["export"]))
+        local = ThreadedInference(exported.predict_chunk)
+        through_export = _run(robot, local, hz, steps, replan_every, chunk_size)
+        local.close()
+        print(_line(options["export"][:12], through_export), flush=True)
+        export_ms = through_export["inference_latency_ms"]["p50"]
+        print(f"exported ({options['export']}) p50 {export_ms:.2f} ms vs eager {local_ms:.2f} ms "
+              f"(ratio {export_ms / local_ms:.2f}x)", flush=True)  # fmt: skip
 
     ctx = mp.get_context("spawn")
     ports = ctx.Queue()
-    server = ctx.Process(target=_serve, args=(options, spec, ports), daemon=True)
+    server = ctx.Process(target=_serve, args=(options, ports), daemon=True)
     server.start()
     try:
         remote = RemoteInference(f"ws://127.0.0.1:{ports.get(timeout=300)}")
@@ -154,7 +171,6 @@ def main(argv: list[str]) -> int:
         server.terminate()
         robot.disconnect()
     print(_line("server", through_server))
-    local_ms = in_process["inference_latency_ms"]["p50"]
     remote_ms = through_server["inference_latency_ms"]["p50"]
     server_infer = through_server["server_timing_ms"].get("infer_ms", float("nan"))
     print(f"server round trip p50 {remote_ms:.2f} ms vs in-process {local_ms:.2f} ms: overhead {remote_ms - local_ms:+.2f} ms "

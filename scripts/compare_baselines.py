@@ -85,6 +85,20 @@ LEROBOT_POLICY_ARGS: dict[str, Callable[[Path], list[str]]] = {
     "act": lambda root: ["--policy.type=act", "--policy.pretrained_backbone_weights=null"],
     "diffusion": _diffusion_args,
 }
+# Presets on top: "default" is lerobot's own configuration (Diffusion Policy: 267M parameters and
+# 100 denoising steps, over a minute per training step and per action chunk on a 2-core CPU);
+# "cpu" shrinks the networks so the comparison runs on a CPU. The table names the preset.
+LEROBOT_PRESETS: dict[str, dict[str, list[str]]] = {
+    "default": {"act": [], "diffusion": []},
+    "cpu": {
+        "act": ["--policy.dim_model=256", "--policy.dim_feedforward=1024", "--policy.n_encoder_layers=2"],
+        "diffusion": [
+            "--policy.down_dims=[128,256,512]",
+            "--policy.noise_scheduler_type=DDIM",
+            "--policy.num_inference_steps=10",
+        ],
+    },
+}
 
 
 def train_lerobot(kind: str, args: argparse.Namespace, lerobot_root: Path) -> Path:
@@ -95,7 +109,7 @@ def train_lerobot(kind: str, args: argparse.Namespace, lerobot_root: Path) -> Pa
     command = [
         sys.executable, "-m", "lerobot.scripts.lerobot_train",
         f"--dataset.repo_id={REPO_ID}", f"--dataset.root={lerobot_root}", "--dataset.video_backend=pyav",
-        *LEROBOT_POLICY_ARGS[kind](lerobot_root),
+        *LEROBOT_POLICY_ARGS[kind](lerobot_root), *LEROBOT_PRESETS[args.lerobot_preset][kind],
         "--policy.device=cpu", "--policy.push_to_hub=false",
         f"--steps={args.steps}", f"--batch_size={args.batch_size}", f"--num_workers={args.num_workers}",
         f"--save_freq={args.steps}", f"--log_freq={max(1, args.steps // 10)}", "--eval_freq=0",
@@ -186,7 +200,8 @@ def markdown(results: list[Result], args: argparse.Namespace) -> str:
         f"# Baselines on `{args.store}` (env `{args.env}`)",
         "",
         f"Same demonstrations, {args.steps} optimizer steps of batch {args.batch_size} each, CPU; "
-        f"{args.episodes_per_task} evaluation episodes per task (vla.seeds.eval_seeds), training phrasings.",
+        f"{args.episodes_per_task} evaluation episodes per task (vla.seeds.eval_seeds), training phrasings; "
+        f"lerobot preset `{args.lerobot_preset}` (see LEROBOT_PRESETS in the script).",
         f"Machine: {machine()}.",
         "",
         "| " + " | ".join(header) + " |",
@@ -216,6 +231,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-envs", type=int, default=2)
     parser.add_argument("--num-workers", type=int, default=2, help="lerobot data loader workers")
     parser.add_argument("--latency-calls", type=int, default=20)
+    parser.add_argument(
+        "--lerobot-preset",
+        choices=sorted(LEROBOT_PRESETS),
+        default="cpu",
+        help="lerobot network sizes: its defaults, or smaller ones that train on a CPU",
+    )
     parser.add_argument("--policies", default=",".join(ALL_POLICIES), help=f"subset of {ALL_POLICIES}")
     parser.add_argument("--out", type=Path, default=Path("runs/compare_baselines"))
     args = parser.parse_args(argv)

@@ -238,6 +238,9 @@ def test_conv_and_pretrained_vision_encoders(tmp_path):
         frozen = list(model.vision.backbone.parameters())
         assert frozen and not any(p.requires_grad for p in frozen)
         assert model.num_parameters(trainable_only=True) < model.num_parameters()
+        loaded = dict(model.vision.backbone.named_parameters())
+        for key, original in backbone.named_parameters():  # weights stay as exported, not re-initialized
+            torch.testing.assert_close(loaded[key], original.detach())
     with pytest.raises(ValueError, match="cannot load the pretrained vision encoder"):
         VLA(small_config(vision_encoder=f"pretrained:{tmp_path / 'missing.pt'}"))
     with pytest.raises(ValueError, match="unknown vision encoder"):

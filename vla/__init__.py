@@ -11,11 +11,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 
-def load_policy(checkpoint: Any, device: str = "auto") -> Any:
+def load_policy(checkpoint: Any, device: str = "auto", **options: Any) -> Any:
     """Load a trained checkpoint as a policy; see :func:`vla.policies.load_policy`."""
     from vla.policies import load_policy as _load
 
-    return _load(checkpoint, device=device)
+    return _load(checkpoint, device=device, **options)
 
 
 __all__ = ["__version__", "load_policy"]

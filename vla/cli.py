@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("vla.demo", "main", "record, train and evaluate the tiny VLA end to end"),
     "serve": ("vla.deploy.server", "main", "serve a checkpoint over WebSocket (msgpack)"),
     "deploy": ("vla.deploy.cli", "main", "run a policy in a fixed-rate robot control loop"),
+    "export": ("vla.policies.export", "main", "export a checkpoint as a TorchScript / torch.export program"),
     "convert": ("vla.interop.cli", "main", "convert between LeRobot datasets and trajectory stores"),
 }
 

@@ -14,11 +14,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
+from vla.data.batch import WindowBatch, empty_batch_tensors
 from vla.data.cache import DEFAULT_CACHE_BYTES, ArrayFrames, StoreFrames
 from vla.data.store import TrajectoryStore
-from vla.data.windows import WindowSpec, read_window
+from vla.data.windows import WindowSpec, window_rows
 
 
 def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -92,6 +94,11 @@ class TrajectoryDataset(Dataset):
             ),
             default=1024,
         )
+        # (shape, torch dtype) of one row of each feature read, for the batch tensors
+        self._arrays_meta = {
+            k: (features[k].shape, torch.from_numpy(np.zeros(0, features[k].dtype)).dtype)
+            for k in self._read_keys()
+        }
         self._source: StoreFrames | ArrayFrames | None = None
         self._source_pid: int | None = None
 
@@ -101,16 +108,18 @@ class TrajectoryDataset(Dataset):
     def _open_source(self) -> StoreFrames | ArrayFrames:
         store = TrajectoryStore.open(self.path)
         if self.in_memory:
-            end = self.num_store_frames
+            # Rows are global frame indices: load up to the last frame the chosen episodes use.
+            end = int(self.episode_stops[self.episodes].max()) if len(self.episodes) else 0
             return ArrayFrames({k: np.asarray(store.array(f"data/{k}")[:end]) for k in self._read_keys()})
-        source = StoreFrames(store, self._read_keys(), self.cache_bytes)
-        source._end = self.num_store_frames
-        return source
+        return StoreFrames(store, self._read_keys(), self.cache_bytes, end=self.num_store_frames)
 
     @property
     def source(self) -> StoreFrames | ArrayFrames:
         """The frame source of this process, opened on first use (again after a fork)."""
-        if self._source is None or self._source_pid != os.getpid():
+        # In-memory arrays are read-only and survive a fork (workers share them copy-on-write);
+        # a store source is reopened, as zarr's threads do not survive one.
+        stale = self._source_pid != os.getpid() and not isinstance(self._source, ArrayFrames)
+        if self._source is None or stale:
             self._source = self._open_source()
             self._source_pid = os.getpid()
         return self._source
@@ -124,13 +133,42 @@ class TrajectoryDataset(Dataset):
         return len(self.anchor_frame)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"sample {index} out of range ({len(self)} samples)")
-        t = int(self.anchor_frame[index])
-        episode = int(self.anchor_episode[index])
-        start, stop = int(self.episode_starts[episode]), int(self.episode_stops[episode])
-        sample = read_window(self.source, self.spec, self.observation_keys, t, start, stop)
-        sample["instruction"] = self.instructions[episode]
-        sample["episode_index"] = episode
-        sample["frame_index"] = t - start
-        return sample
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> WindowBatch:
+        """The samples ``indices`` at once (torch's DataLoader calls this with a whole batch).
+
+        All windows are computed together and each decoded chunk is visited once per batch;
+        the result is already collated (see :class:`vla.data.batch.WindowBatch`).
+        """
+        index = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        bad = (index < -n) | (index >= n)
+        if bad.any():
+            raise IndexError(f"sample {int(index[bad][0])} out of range ({n} samples)")
+        index = index % max(n, 1)
+        t = self.anchor_frame[index]
+        episode = self.anchor_episode[index]
+        start, stop = self.episode_starts[episode], self.episode_stops[episode]
+        spec, source = self.spec, self.source
+        obs_rows, obs_pad = window_rows(t, start, stop, spec.n_obs_steps, 1)
+        act_rows, act_pad = window_rows(t, start, stop, 1, spec.horizon)
+        rows_of = {key: obs_rows for key in self.observation_keys} | {spec.action_key: act_rows}
+        layout = {key: ((*rows.shape, *self._arrays_meta[key][0]), self._arrays_meta[key][1])
+                  for key, rows in rows_of.items()}  # fmt: skip
+        size = len(index)
+        layout |= {
+            "observation_is_pad": (obs_pad.shape, torch.bool),
+            "action_is_pad": (act_pad.shape, torch.bool),
+            "episode_index": ((size,), torch.int64),
+            "frame_index": ((size,), torch.int64),
+        }
+        batch = empty_batch_tensors(layout)
+        for key, rows in rows_of.items():
+            source.gather(key, rows, batch[key].numpy())
+        batch["observation_is_pad"].numpy()[:] = obs_pad
+        batch["action_is_pad"].numpy()[:] = act_pad
+        batch["episode_index"].numpy()[:] = episode
+        batch["frame_index"].numpy()[:] = t - start
+        batch["instruction"] = [self.instructions[e] for e in episode.tolist()]
+        return WindowBatch(batch)

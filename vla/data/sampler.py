@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, Sampler
 
+from vla.data.batch import collate_windows
 from vla.data.dataset import TrajectoryDataset
+
+# Chunks per group. A window of history frames reaches into the previous chunk, so a group of
+# one chunk decodes two; a group of k adjacent chunks decodes k + 1. Larger groups mean fewer
+# distinct places per batch and a larger cache working set (groups_in_flight * (k + 1) chunks
+# per camera must stay cached).
+GROUP_CHUNKS = 2
 
 
 class ChunkAwareSampler(Sampler[int]):
@@ -47,7 +54,7 @@ class ChunkAwareSampler(Sampler[int]):
         self.groups_in_flight = max(1, groups_in_flight)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
-        frames = group_frames or dataset.chunk_frames
+        frames = group_frames or dataset.chunk_frames * GROUP_CHUNKS
         self._group = dataset.anchor_frame // frames
         self._group_ids, self._group_of_sample = np.unique(self._group, return_inverse=True)
         counts = np.bincount(self._group_of_sample, minlength=len(self._group_ids))
@@ -126,6 +133,7 @@ def make_dataloader(
             world_size=world_size,
         )
     loader_kwargs.setdefault("persistent_workers", num_workers > 0)
+    loader_kwargs.setdefault("collate_fn", collate_windows)  # batches come collated from __getitems__
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -8,10 +8,8 @@ episode repeat its edge frame and are flagged in ``observation_is_pad`` / ``acti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from vla.features import ACTION_KEY
 
@@ -32,30 +30,13 @@ class WindowSpec:
             object.__setattr__(self, "observation_keys", tuple(self.observation_keys))
 
 
-class FrameSource(Protocol):
-    def rows(self, key: str, rows: np.ndarray) -> np.ndarray: ...
+def window_rows(
+    t: np.ndarray, start: np.ndarray, stop: np.ndarray, before: int, after: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``t-before+1 .. t+after-1`` of each anchor ``t`` (B,), clamped to its episode ``[start, stop)``.
 
-
-def window_rows(t: int, start: int, stop: int, before: int, after: int) -> tuple[np.ndarray, np.ndarray]:
-    """Global rows ``t-before+1 .. t+after-1`` clamped to ``[start, stop)`` (needs one side 1), and the pad mask."""
-    raw = np.arange(t - before + 1, t + after, dtype=np.int64)
-    clamped = np.minimum(np.maximum(raw, start), stop - 1)  # ufuncs: np.clip costs 10x more here
+    Returns the global rows (B, before + after - 1) and the pad mask (True where clamped).
+    """
+    raw = t[:, None] + np.arange(1 - before, after, dtype=np.int64)
+    clamped = np.minimum(np.maximum(raw, start[:, None]), stop[:, None] - 1)  # ufuncs: np.clip is slower
     return clamped, raw != clamped
-
-
-def read_window(
-    source: FrameSource,
-    spec: WindowSpec,
-    observation_keys: tuple[str, ...],
-    t: int,
-    start: int,
-    stop: int,
-) -> dict[str, Any]:
-    """The sample for global frame ``t`` of the episode ``[start, stop)``, as torch tensors."""
-    obs_rows, obs_pad = window_rows(t, start, stop, spec.n_obs_steps, 1)
-    act_rows, act_pad = window_rows(t, start, stop, 1, spec.horizon)
-    sample: dict[str, Any] = {key: torch.from_numpy(source.rows(key, obs_rows)) for key in observation_keys}
-    sample["observation_is_pad"] = torch.from_numpy(obs_pad)
-    sample[spec.action_key] = torch.from_numpy(source.rows(spec.action_key, act_rows))
-    sample["action_is_pad"] = torch.from_numpy(act_pad)
-    return sample

@@ -4,10 +4,11 @@
                [server=ws://host:port] [replan_every=8] [prefetch=auto] [temporal_ensemble=M]
                [max_delta=X] [watchdog_observation_ms=100] [watchdog_plan_ms=1000] [stats=deploy_stats.json]
 
-With ``server=`` the policy runs in ``vla serve`` (no checkpoint needed here, nor torch); otherwise the
-checkpoint is loaded in this process and predicts in a background thread. Either way the next chunk is
-prefetched while the current one executes. Ctrl-C or SIGTERM stops the loop, leaves the robot holding
-and still writes the statistics.
+``checkpoint`` may be a ``vla train`` checkpoint, a lerobot ``pretrained_model`` folder or a ``vla
+export`` directory (:mod:`vla.deploy.sources`). With ``server=`` the policy runs in ``vla serve`` (no
+checkpoint needed here, nor torch); otherwise the checkpoint is loaded in this process and predicts in
+a background thread. Either way the next chunk is prefetched while the current one executes. Ctrl-C
+or SIGTERM stops the loop, leaves the robot holding and still writes the statistics.
 """
 
 from __future__ import annotations
@@ -76,9 +77,9 @@ def _requester(cfg: Any) -> tuple[Any, int, int]:
         )
     if not cfg.checkpoint:
         raise SystemExit("vla deploy: give checkpoint=<dir> (in-process inference) or server=ws://host:port")
-    from vla import load_policy
+    from vla.deploy.sources import load_deploy_policy
 
-    policy = load_policy(str(cfg.checkpoint), device=str(cfg.device))
+    policy = load_deploy_policy(str(cfg.checkpoint), device=str(cfg.device))
     return ThreadedInference(policy.predict_chunk), int(policy.spec.n_obs_steps), int(policy.spec.chunk_size)
 
 

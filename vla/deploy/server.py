@@ -1,5 +1,8 @@
 """``vla serve checkpoint=<dir> port=<p> [host=127.0.0.1]``: a policy behind a WebSocket (msgpack).
 
+``checkpoint`` may be a ``vla train`` checkpoint, a lerobot ``pretrained_model`` folder or a ``vla
+export`` directory (:mod:`vla.deploy.sources`); ``port=0`` picks a free port (printed when listening).
+
 Each connection sends ``infer`` requests (an observation) and gets action chunks back, with the
 server's own timing (decode, queue, infer, encode in ms); ``health`` returns the status and the
 policy's spec. See :mod:`vla.deploy.protocol` for the messages.
@@ -231,11 +234,11 @@ def _parse(argv: Sequence[str]) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Load a checkpoint and serve it until Ctrl-C or SIGTERM."""
+    """Load a policy (any kind of :mod:`vla.deploy.sources`) and serve it until Ctrl-C or SIGTERM."""
     options = _parse(list(argv or []))
-    from vla import load_policy
+    from vla.deploy.sources import load_deploy_policy
 
-    policy = load_policy(options["checkpoint"], device=options.get("device", "auto"))
+    policy = load_deploy_policy(options["checkpoint"], device=options.get("device", "auto"))
     server = PolicyServer(
         policy,
         max_message_bytes=int(options.get("max_size", DEFAULT_MAX_MESSAGE_BYTES)),

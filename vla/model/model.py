@@ -155,7 +155,9 @@ class VLA(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(D)
         self.head = nn.Linear(D, config.action_vocab_size, bias=False)
-        self.apply(self._init_weights)
+        for name, module in self.named_modules():
+            if "backbone" not in name.split("."):  # pretrained encoder weights stay as loaded
+                self._init_weights(module)
         # GPT-2: scale residual projections by 1/sqrt(2 * n_layer) so deep stacks start stable.
         for block in self.blocks:
             for linear in (block.attn.proj, block.mlp[2]):

@@ -10,11 +10,15 @@ if TYPE_CHECKING:
     from vla.policies.runtime import Policy, PolicySpec
 
 
-def load_policy(checkpoint: Any, device: str = "auto") -> Policy:
-    """Load a trained checkpoint directory as a :class:`~vla.policies.runtime.Policy`."""
+def load_policy(checkpoint: Any, device: str = "auto", **options: Any) -> Policy:
+    """Load a trained checkpoint (or run) directory as a :class:`~vla.policies.runtime.Policy`.
+
+    ``options`` go to :func:`vla.policies.runtime.load_policy` (``replan_every``,
+    ``temporal_ensemble``, ``max_age_s``, ``use_ema``).
+    """
     from vla.policies.runtime import load_policy as _load
 
-    return _load(checkpoint, device=device)
+    return _load(checkpoint, device=device, **options)
 
 
 __all__ = ["ChunkExecutor", "Policy", "PolicySpec", "load_policy"]

@@ -150,6 +150,9 @@ def _fresh_documents(
             "run": OmegaConf.to_container(cfg, resolve=True),
             "model": model_cfg,
             "train": tc.to_dict(),
+            # The chunk-aware order interleaves one stream per worker; a resumed run keeps this
+            # number even with another train.num_workers, so its data order stays the same.
+            "order_streams": tc.num_workers,
         },
         "normalization": normalizer.to_dict(),
         "action_tokenizer": action_tokenizer.state_dict(),
@@ -212,7 +215,8 @@ def prepare_run(cfg: DictConfig, run_dir: Path, dist_info: DistInfo, device: tor
     )
     train_set = TrajectoryDataset(store.path, spec, episodes=train_eps)
     val_set = TrajectoryDataset(store.path, spec, episodes=val_eps) if val_eps else None
-    order_fn = _order_fn(train_set, tc.batch_size * dist_info.world_size, tc.num_workers)
+    streams = int(documents["config"].get("order_streams", tc.num_workers))
+    order_fn = _order_fn(train_set, tc.batch_size * dist_info.world_size, streams)
     probe = StepBatchSampler(len(train_set), tc.batch_size, seed=tc.seed, end_step=0,
                              world_size=dist_info.world_size, order_fn=order_fn)  # fmt: skip
     loader_options: dict[str, Any] = {

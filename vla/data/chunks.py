@@ -1,0 +1,202 @@
+"""Direct reads of one stored chunk: shard index + chunk bytes, CRC32C check, Blosc decode.
+
+Reading a chunk through zarr's public API costs milliseconds of async machinery on top of the
+decode itself (see docs/field-notes). Our arrays use one fixed, simple codec pipeline (bytes,
+Blosc, CRC32C; images inside a sharding codec with its index at the end), so for local stores
+:class:`ChunkFileReader` reads a chunk with two ``pread`` calls on one open file and decodes it
+straight into a numpy array. The format stays plain Zarr v3: any other pipeline, and fsspec
+(non-local) stores, go through zarr (:func:`chunk_reader` returns None for those).
+
+A concurrent writer replaces a shard file atomically; both reads use the same file descriptor,
+so they see one version of the file. A checksum mismatch is retried (a non-atomic rewrite can
+still be caught mid-way) and then raised as :class:`StoreCorruptError` naming the feature,
+the frames and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import google_crc32c
+import numpy as np
+import zarr
+from numcodecs import blosc
+
+from vla.data.errors import StoreCorruptError
+
+READ_RETRIES = 4
+_INDEX_ENTRY_BYTES = 16  # (offset, nbytes) as little-endian uint64
+_EMPTY = np.uint64(2**64 - 1)
+_BLOSC_HEADER = 16  # Blosc 1 frame header: version, flags, typesize, nbytes, blocksize, cbytes
+_BLOSC_MEMCPYED = 0x02  # flag: the frame holds the raw bytes after the header  # index entry of a chunk that was never written (all fill value)
+
+
+def _crc_ok(data: memoryview) -> bool:
+    """Whether the trailing 4 bytes are the little-endian CRC32C of the rest."""
+    view = np.frombuffer(data, dtype=np.uint8)  # google_crc32c takes arrays, not memoryviews
+    return google_crc32c.value(view[:-4]) == int.from_bytes(data[-4:], "little")
+
+
+def _is_our_chunk_pipeline(codecs: list[dict]) -> bool:
+    names = [c.get("name") for c in codecs]
+    if names != ["bytes", "blosc", "crc32c"]:
+        return False
+    endian = (codecs[0].get("configuration") or {}).get("endian", "little")
+    return endian == "little" or np.little_endian is False and endian == "big"
+
+
+@dataclass
+class ChunkFileReader:
+    """Decodes the read units (inner chunks when sharded) of one local zarr array of this store."""
+
+    directory: Path  # the array's directory
+    feature: str  # for error messages
+    chunk_shape: tuple[int, ...]
+    dtype: np.dtype
+    fill_value: float
+    chunks_per_file: int  # inner chunks per shard; 1 when the array is not sharded
+    array: zarr.Array
+    _buffer: bytearray = field(default_factory=bytearray, repr=False)  # reused: no fresh pages per read
+
+    @property
+    def chunk_frames(self) -> int:
+        return self.chunk_shape[0]
+
+    def _file(self, index: int) -> Path:
+        coords = (index // self.chunks_per_file,) + (0,) * (len(self.chunk_shape) - 1)
+        return self.directory / self.array.metadata.encode_chunk_key(coords)
+
+    def _empty(self) -> np.ndarray:
+        return np.full(self.chunk_shape, self.fill_value, dtype=self.dtype)
+
+    def _pread(self, fd: int, size: int, offset: int) -> memoryview:
+        if len(self._buffer) < size:
+            self._buffer = bytearray(size)
+        view = memoryview(self._buffer)[:size]
+        if os.preadv(fd, [view], offset) != size:
+            raise OSError(f"short read of {size} bytes at {offset}")
+        return view
+
+    def _decode(self, data: memoryview, index: int, path: Path, out: np.ndarray) -> np.ndarray:
+        try:
+            blosc.decompress(data[:-4], out)
+        except Exception as exc:  # noqa: BLE001 - a damaged frame fails in the codec
+            raise self._corrupt(index, path, f"Blosc decode failed ({exc})") from exc
+        return out
+
+    def _read_frame(
+        self, fd: int, offset: int, nbytes: int, index: int, path: Path, out: np.ndarray | None
+    ) -> np.ndarray | None:
+        """Decode the Blosc frame + CRC32C at bytes ``[offset, offset + nbytes)``; None if the CRC fails."""
+        if out is None or out.shape != self.chunk_shape or out.dtype != self.dtype:
+            out = np.empty(self.chunk_shape, dtype=self.dtype)
+        payload = out.reshape(-1).view(np.uint8)
+        header = os.pread(fd, _BLOSC_HEADER, offset)
+        if (
+            len(header) == _BLOSC_HEADER
+            and header[2] & _BLOSC_MEMCPYED
+            and int.from_bytes(header[4:8], "little") == payload.nbytes
+            and nbytes == _BLOSC_HEADER + payload.nbytes + 4
+        ):
+            # Stored uncompressed (Blosc gave up on noisy images): read the pixels straight into
+            # the output, one copy instead of a read, a checksum pass and a decode copy.
+            tail = bytearray(4)
+            if os.preadv(fd, [memoryview(payload), tail], offset + _BLOSC_HEADER) != nbytes - _BLOSC_HEADER:
+                return None
+            crc = google_crc32c.extend(google_crc32c.value(np.frombuffer(header, np.uint8)), payload)
+            return out if crc == int.from_bytes(tail, "little") else None
+        data = self._pread(fd, nbytes, offset)
+        return self._decode(data, index, path, out) if _crc_ok(data) else None
+
+    def _corrupt(self, index: int, path: Path, problem: str) -> StoreCorruptError:
+        first = index * self.chunk_frames
+        return StoreCorruptError(
+            f"feature {self.feature!r}: frames {first}..{first + self.chunk_frames - 1} "
+            f"(chunk file {path}): {problem}"
+        )
+
+    def _read_once(self, index: int, out: np.ndarray | None) -> np.ndarray | None:
+        """The decoded chunk, or None when a checksum does not match (caller retries)."""
+        path = self._file(index)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return self._empty()  # zarr leaves chunks of pure fill value unwritten
+        try:
+            if self.chunks_per_file == 1:
+                return self._read_frame(fd, 0, os.fstat(fd).st_size, index, path, out)
+            index_bytes = self.chunks_per_file * _INDEX_ENTRY_BYTES + 4
+            size = os.fstat(fd).st_size
+            if size < index_bytes:
+                return None
+            raw = memoryview(os.pread(fd, index_bytes, size - index_bytes))
+            if not _crc_ok(raw):
+                return None
+            entries = np.frombuffer(raw, dtype="<u8", count=2 * self.chunks_per_file).reshape(-1, 2)
+            offset, nbytes = entries[index % self.chunks_per_file]
+            if offset == _EMPTY and nbytes == _EMPTY:
+                return self._empty()
+            if offset + nbytes > size - index_bytes:
+                return None
+            return self._read_frame(fd, int(offset), int(nbytes), index, path, out)
+        finally:
+            os.close(fd)
+
+    def read(self, index: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Read unit ``index`` (frames ``index * chunk_frames ...``), decoded, with its full shape.
+
+        ``out`` is a spare array to decode into (used when its shape and dtype fit).
+        """
+        for attempt in range(READ_RETRIES):
+            chunk = self._read_once(index, out)
+            if chunk is not None:
+                return chunk
+            time.sleep(0.005 * (attempt + 1))  # a concurrent rewrite of the shard: read it again
+        raise self._corrupt(index, self._file(index), "CRC32C checksum mismatch (corrupt data)")
+
+
+def chunk_reader(array: zarr.Array, store_path: str, feature: str) -> ChunkFileReader | None:
+    """A direct reader of ``array`` of the store at local ``store_path``, or None to use zarr.
+
+    None for remote stores and for any layout other than the one :mod:`vla.data.layout` writes.
+    """
+    from vla.data.store import _local_path, is_remote
+
+    if is_remote(store_path):
+        return None
+    meta = array.metadata.to_dict()
+    codecs = list(meta.get("codecs", []))
+    if meta.get("chunk_key_encoding", {}).get("name") != "default":
+        return None
+    chunks_per_file = 1
+    if len(codecs) == 1 and codecs[0].get("name") == "sharding_indexed":
+        config = codecs[0]["configuration"]
+        index_names = [c.get("name") for c in config.get("index_codecs", [])]
+        if config.get("index_location", "end") != "end" or index_names != ["bytes", "crc32c"]:
+            return None
+        if not _is_our_chunk_pipeline(config["codecs"]):
+            return None
+        inner = tuple(int(n) for n in config["chunk_shape"])
+        outer = tuple(int(n) for n in array.shards)
+        if any(o != i for o, i in zip(outer[1:], inner[1:], strict=True)):
+            return None  # sharded along time only
+        chunks_per_file = outer[0] // inner[0]
+    elif _is_our_chunk_pipeline(codecs):
+        inner = tuple(int(n) for n in array.chunks)
+        if any(c != s for c, s in zip(inner[1:], array.shape[1:], strict=True)):
+            return None  # chunked along time only
+    else:
+        return None
+    fill = array.metadata.fill_value
+    return ChunkFileReader(
+        directory=_local_path(store_path) / array.path,
+        feature=feature,
+        chunk_shape=inner,
+        dtype=np.dtype(array.dtype),
+        fill_value=float(fill) if np.dtype(array.dtype).kind in "fiub" else 0,
+        chunks_per_file=chunks_per_file,
+        array=array,
+    )
