@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -25,22 +24,10 @@ import torch
 
 from vla.data import TrajectoryDataset, TrajectoryStore, WindowSpec, make_dataloader
 from vla.data.synthetic import synthetic_schema, write_synthetic_store
+from vla.machine import describe_machine
 
 SPEC = WindowSpec(n_obs_steps=2, horizon=16)
 EPISODE_LENGTH = 200
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, {platform.python_version()}, torch {torch.__version__}"
 
 
 def ensure_store(path: str, frames: int) -> TrajectoryStore:
@@ -160,7 +147,7 @@ def main() -> None:
     if args.quick:
         args.frames, args.samples, args.memory_episodes = 10_000, 3_000, 20
     torch.set_num_threads(1)
-    print(f"machine: {machine()}; load average {_load()}")
+    print(f"machine: {describe_machine()}; load average {_load()}")
     store = ensure_store(args.store, args.frames)
     size = sum(f.stat().st_size for f in Path(args.store).rglob("*") if f.is_file())
     raw = store.num_frames * sum(

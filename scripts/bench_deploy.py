@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from vla.machine import describe_machine
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
@@ -75,13 +77,6 @@ def _serve(options: dict[str, str], port_queue: Any) -> None:
         await PolicyServer(load_deploy_policy(options["checkpoint"], "cpu")).run("127.0.0.1", 0, ready)
 
     asyncio.run(run())
-
-
-def _machine() -> str:
-    from vla.deploy.cli import _machine as machine
-
-    m = machine()
-    return f"{m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['platform']}"
 
 
 def _run(
@@ -136,7 +131,7 @@ def main(argv: list[str]) -> int:
     policy.spec.check_features(_robot_features(robot))
     chunk_size = int(policy.spec.chunk_size)
     replan_every = int(options.get("replan_every", max(1, chunk_size // 2)))
-    print(f"machine: {_machine()}; torch threads {threads}")
+    print(f"machine: {describe_machine()}; torch threads {threads}")
     print(f"policy: {options['checkpoint']}, chunk {chunk_size}, replan every {replan_every}; "
           f"robot: tabletop sim {size}x{size}, {hz:g} Hz, {steps} steps")  # fmt: skip
 

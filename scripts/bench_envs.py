@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -28,21 +27,9 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vla.envs import tabletop  # noqa: E402
+from vla.machine import describe_machine  # noqa: E402
 
 METAWORLD_SAMPLE = ["reach-v3", "push-v3", "pick-place-v3"]
-
-
-def machine() -> str:
-    """CPU model, cores visible to this process, and the GL backend."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}; {len(os.sched_getaffinity(0))} core(s) used of {os.cpu_count()}; MUJOCO_GL={os.environ['MUJOCO_GL']}"
 
 
 def steps_per_second(make_env: Callable[[], gym.Env], steps: int, seed: int = 0) -> tuple[float, float]:
@@ -160,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.all_cores:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, GL threads included
     tasks = tabletop.task_names(args.tasks or None)
-    print(f"machine: {machine()}")
+    print(f"machine: {describe_machine()}")
     if args.expert_episodes:
         expert_success(tasks, args.expert_episodes, args.noise_std)
         return 0

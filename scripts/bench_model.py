@@ -17,8 +17,6 @@ For each policy size (``policies/<name>.yaml``) it measures, side by side in one
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +27,7 @@ import torch
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's vla, whatever is installed
+from vla.machine import describe_machine
 from vla.model.action_tokenizers import BinningTokenizer, FastTokenizer
 from vla.model.model import VLA, VLAConfig
 
@@ -36,17 +35,9 @@ POLICIES = Path(__file__).resolve().parents[1] / "policies"
 
 
 def machine(device: torch.device) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = (
-        f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    )
+    text = describe_machine()
     if device.type == "cuda":
-        text += f", GPU {torch.cuda.get_device_name(device)}"
+        text += f", running on GPU {torch.cuda.get_device_name(device)}"
     return text
 
 

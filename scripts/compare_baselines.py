@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -27,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vla.machine import describe_machine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -181,16 +182,6 @@ def evaluate_policy(name: str, policy: Any, args: argparse.Namespace) -> tuple[d
 
 
 # ---------------------------------------------------------------- report
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, {platform.system()} (CPU only)"
 
 
 def markdown(results: list[Result], args: argparse.Namespace) -> str:
@@ -202,7 +193,7 @@ def markdown(results: list[Result], args: argparse.Namespace) -> str:
         f"Same demonstrations, {args.steps} optimizer steps of batch {args.batch_size} each, CPU; "
         f"{args.episodes_per_task} evaluation episodes per task (vla.seeds.eval_seeds), training phrasings; "
         f"lerobot preset `{args.lerobot_preset}` (see LEROBOT_PRESETS in the script).",
-        f"Machine: {machine()}.",
+        f"Machine: {describe_machine()}.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -9,6 +9,11 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from vla.config import ConfigError
+
+# Commands that parse their own -h/--help (argparse); the others take key=value arguments.
+ARGPARSE_COMMANDS = {"data", "convert"}
+
 # subcommand -> (module, function, one-line help). Each function takes the remaining argv.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("vla.data.cli", "main", "inspect, validate and compute statistics of a trajectory store"),
@@ -40,8 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vla: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module_name, function_name, _ = COMMANDS[command]
-    function = getattr(importlib.import_module(module_name), function_name)
-    return int(function(rest) or 0)
+    module = importlib.import_module(module_name)
+    if rest[:1] in (["-h"], ["--help"]) and command not in ARGPARSE_COMMANDS:
+        # key=value commands document themselves in their module docstring.
+        print(module.__doc__ or f"vla {command}: no help available")
+        return 0
+    try:
+        return int(getattr(module, function_name)(rest) or 0)
+    except ConfigError as exc:  # a bad key=value argument or config name: say which, no traceback
+        print(f"vla {command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -57,7 +57,9 @@ class DemoSettings:
         for arg in argv:
             key, sep, value = arg.partition("=")
             if not sep or key not in parsers:
-                raise ValueError(f"unknown demo argument {arg!r}; known: {', '.join(k + '=' for k in parsers)}")
+                raise ValueError(
+                    f"unknown demo argument {arg!r}; known: {', '.join(k + '=' for k in parsers)}"
+                )
             try:
                 parsers[key](value)
             except ValueError as exc:

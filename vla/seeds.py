@@ -33,4 +33,6 @@ def eval_seeds(count: int, task_index: int = 0) -> list[int]:
 def check_training_seed(seed: int) -> None:
     """Refuse a seed reserved for evaluation."""
     if seed in EVAL_SEED_RANGE:
-        raise ValueError(f"seed {seed} is reserved for evaluation ({EVAL_SEED_RANGE}); record with seeds below")
+        raise ValueError(
+            f"seed {seed} is reserved for evaluation ({EVAL_SEED_RANGE}); record with seeds below"
+        )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from vla.deploy.loop import LoopConfig, run_loop
 from vla.deploy.requester import ThreadedInference
 from vla.deploy.robot import FeatureMap
 from vla.deploy.safety import ActionFilter, StopRequest, Watchdog, stop_on_signals
+from vla.machine import machine_info
 from vla.policies.executor import ChunkExecutor
 
 DEFAULTS: dict[str, Any] = {
@@ -81,25 +81,6 @@ def _requester(cfg: Any) -> tuple[Any, int, int]:
 
     policy = load_deploy_policy(str(cfg.checkpoint), device=str(cfg.device))
     return ThreadedInference(policy.predict_chunk), int(policy.spec.n_obs_steps), int(policy.spec.chunk_size)
-
-
-def _machine() -> dict[str, Any]:
-    import os
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-    }
 
 
 def run_episodes(
@@ -169,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     successes = [e["success"] for e in episodes if e.get("success") is not None]
     report = {
         "command": ["vla", "deploy", *(argv or [])],
-        "machine": _machine(),
+        "machine": machine_info(),
         "started": started,
         "stopped_by": episodes[-1]["stopped_by"]
         if episodes

@@ -53,8 +53,9 @@ def make_env(env_cfg: Mapping[str, Any], task: str, **overrides: Any) -> gym.Env
     return suite_module(env_cfg["suite"]).make(task, **options)
 
 
-def make_expert(env_cfg: Mapping[str, Any], env: gym.Env, noise_std: float = 0.0, seed: int | None = None
-                ) -> Callable[[dict[str, Any]], np.ndarray]:
+def make_expert(
+    env_cfg: Mapping[str, Any], env: gym.Env, noise_std: float = 0.0, seed: int | None = None
+) -> Callable[[dict[str, Any]], np.ndarray]:
     """The scripted expert of ``env`` (built by :func:`make_env` from ``env_cfg``)."""
     return suite_module(env_cfg["suite"]).make_expert(env, noise_std=noise_std, seed=seed)
 

@@ -59,7 +59,9 @@ class ChunkExecutor:
         """The action for this control step; raises if no chunk covers it."""
         if self.temporal_ensemble is None:
             if not self._queue:
-                raise RuntimeError("no pending action: push_chunk() a new chunk first (needs_chunk() was true)")
+                raise RuntimeError(
+                    "no pending action: push_chunk() a new chunk first (needs_chunk() was true)"
+                )
             return self._queue.pop(0)
         if not self._live:
             raise RuntimeError("no pending action: push_chunk() a new chunk first")

@@ -235,11 +235,7 @@ class ExportedModel:
 def load_exported_policy(export_dir: str | os.PathLike[str], **policy_options: Any) -> Any:
     """An exported directory as a CPU :class:`~vla.policies.runtime.Policy` (``policy_options``:
     ``replan_every``, ``temporal_ensemble``, ``max_age_s``)."""
-    from vla.model.action_tokenizers import action_tokenizer_from_state_dict
-    from vla.model.model import VLAConfig
-    from vla.model.text_tokenizer import TextTokenizer
-    from vla.normalization import Normalizer
-    from vla.policies.runtime import Policy, PolicySpec
+    from vla.policies.runtime import Policy, read_policy_documents
     from vla.train import checkpoint as ckpt
 
     path = Path(export_dir)
@@ -249,22 +245,14 @@ def load_exported_policy(export_dir: str | os.PathLike[str], **policy_options: A
             f"{path / MANIFEST}: format {manifest.get('format')!r} version {manifest.get('version')!r} "
             f"is not one this vla reads (formats {sorted(FORMATS)}, version {EXPORT_VERSION})"
         )
-    documents = ckpt.load_documents(path)
-    try:
-        spec = PolicySpec.from_dict(documents["policy"])
-        config = VLAConfig.from_dict(dict(documents["config"]["model"]))
-        normalizer = Normalizer.from_dict(documents["normalization"])
-        action_tokenizer = action_tokenizer_from_state_dict(documents["action_tokenizer"])
-        text_tokenizer = TextTokenizer.from_dict(documents["text_tokenizer"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ckpt.CheckpointError(f"export {path} has malformed metadata: {exc!r}") from exc
+    parts = read_policy_documents(path, f"export {path}")
     program_path = path / str(manifest["program"])
     if not program_path.is_file():
         raise ckpt.CheckpointError(f"export {path} is incomplete: {manifest['program']} is missing")
     program = FORMATS[manifest["format"]][2](program_path)
-    model = ExportedModel(program, config, int(manifest["num_tokens"]))
-    return Policy(model, spec, normalizer, action_tokenizer, text_tokenizer, device=torch.device("cpu"),
-                  **policy_options)  # fmt: skip
+    model = ExportedModel(program, parts.model_config, int(manifest["num_tokens"]))
+    return Policy(model, parts.spec, parts.normalizer, parts.action_tokenizer, parts.text_tokenizer,
+                  device=torch.device("cpu"), **policy_options)  # fmt: skip
 
 
 def is_export_dir(path: str | os.PathLike[str]) -> bool:

@@ -20,6 +20,7 @@ import os
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -206,6 +207,39 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
+@dataclass
+class PolicyDocuments:
+    """What a checkpoint's (or an export's) JSON documents describe, parsed."""
+
+    spec: PolicySpec
+    model_config: Any  # vla.model.model.VLAConfig
+    normalizer: Normalizer
+    action_tokenizer: Any
+    text_tokenizer: Any
+
+
+def read_policy_documents(path: Path, what: str) -> PolicyDocuments:
+    """Parse the spec, model config, statistics and tokenizers stored in ``path``.
+
+    ``what`` names the source in errors ("checkpoint <dir>", "export <dir>").
+    """
+    from vla.model.action_tokenizers import action_tokenizer_from_state_dict
+    from vla.model.model import VLAConfig
+    from vla.model.text_tokenizer import TextTokenizer
+
+    documents = ckpt.load_documents(path)
+    try:
+        return PolicyDocuments(
+            spec=PolicySpec.from_dict(documents["policy"]),
+            model_config=VLAConfig.from_dict(dict(documents["config"]["model"])),
+            normalizer=Normalizer.from_dict(documents["normalization"]),
+            action_tokenizer=action_tokenizer_from_state_dict(documents["action_tokenizer"]),
+            text_tokenizer=TextTokenizer.from_dict(documents["text_tokenizer"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ckpt.CheckpointError(f"{what} has malformed metadata: {exc!r}") from exc
+
+
 def load_policy(
     checkpoint_dir: str | os.PathLike[str],
     device: str = "auto",
@@ -221,21 +255,13 @@ def load_policy(
     ``temporal_ensemble`` configure :meth:`Policy.act`; ``max_age_s`` refuses observations whose
     ``timestamp`` is older. ``use_ema=False`` loads the raw training weights instead of the EMA ones.
     """
-    from vla.model.action_tokenizers import action_tokenizer_from_state_dict
-    from vla.model.model import VLA, VLAConfig
-    from vla.model.text_tokenizer import TextTokenizer
+    from vla.model.model import VLA
 
     path = ckpt.resolve_checkpoint(checkpoint_dir)
     ckpt.check_complete(path)
-    documents = ckpt.load_documents(path)
-    try:
-        spec = PolicySpec.from_dict(documents["policy"])
-        model_config = VLAConfig.from_dict(dict(documents["config"]["model"]))
-        normalizer = Normalizer.from_dict(documents["normalization"])
-        action_tokenizer = action_tokenizer_from_state_dict(documents["action_tokenizer"])
-        text_tokenizer = TextTokenizer.from_dict(documents["text_tokenizer"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ckpt.CheckpointError(f"checkpoint {path} has malformed metadata: {exc!r}") from exc
+    parts = read_policy_documents(path, f"checkpoint {path}")
+    spec, model_config, normalizer = parts.spec, parts.model_config, parts.normalizer
+    action_tokenizer, text_tokenizer = parts.action_tokenizer, parts.text_tokenizer
     for key, dim in ((STATE_KEY, spec.state_dim), (ACTION_KEY, spec.action_dim)):
         if normalizer.dim(key) != dim:
             raise ckpt.CheckpointError(

@@ -42,6 +42,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
     tokenizer_fit_windows: int = 4096  # action windows used to fit the action tokenizer
     progress: bool = True  # tqdm bar on rank 0
+    augment_shift: int = 0  # random image shift in pixels (vla.train.augment); 0 disables
 
     @classmethod
     def from_sections(cls, *sections: Mapping[str, Any] | None) -> tuple[TrainConfig, list[str]]:

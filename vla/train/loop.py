@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from torch.nn.parallel import DistributedDataParallel
 
 from vla.train import checkpoint as ckpt
+from vla.train.augment import random_shift
 from vla.train.batching import to_model_inputs
 from vla.train.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
 from vla.train.ema import EMA
@@ -142,6 +143,12 @@ def _train(
             lr = lr_at(step, tc.lr, tc.warmup_steps, tc.steps, tc.min_lr_ratio)
             set_lr(optimizer, lr)
             obs = to_model_inputs(batch, device)
+            if tc.augment_shift:
+                # Seeded by (seed, rank, step) so a resumed run draws the same shifts.
+                shift_rng = torch.Generator().manual_seed(
+                    (tc.seed * 1_000_003 + dist_info.rank) * 10_000_019 + step
+                )
+                obs["images"] = random_shift(obs["images"], tc.augment_shift, shift_rng)
             tokens, mask = batch["action_tokens"].to(device), batch["token_mask"].to(device)
             with _autocast(device, tc.amp):
                 loss = loss_module(obs, tokens, mask)

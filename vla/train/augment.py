@@ -1,0 +1,30 @@
+"""Image augmentation for training: random shifts (DrQ, Kostrikov et al. 2021; Diffusion Policy's crops).
+
+Pixel-based behaviour cloning from a few hundred demonstrations overfits quickly: the model memorises
+exact pixel layouts. Shifting every image by a few pixels (replicate-padding, then cropping back to
+the original size) is the cheapest regularizer known to fix much of that. Each (sample, camera) gets
+one shift shared by all of its timesteps, so motion between history frames is preserved.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def random_shift(images: Tensor, pad: int, generator: torch.Generator | None = None) -> Tensor:
+    """Shift ``images`` (B, T, N, C, H, W) by up to ``pad`` pixels per (sample, camera); ``pad=0`` is a no-op."""
+    if pad <= 0:
+        return images
+    B, T, N, C, H, W = images.shape
+    # (B, N, T*C, H, W): one shift per sample and camera, shared across time.
+    x = images.permute(0, 2, 1, 3, 4, 5).reshape(B * N, T * C, H, W)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    shifts = torch.randint(0, 2 * pad + 1, (2, B * N), generator=generator).to(images.device)
+    rows = shifts[0, :, None] + torch.arange(H, device=images.device)  # (BN, H)
+    cols = shifts[1, :, None] + torch.arange(W, device=images.device)  # (BN, W)
+    batch_index = torch.arange(B * N, device=images.device)[:, None, None, None]
+    channel_index = torch.arange(T * C, device=images.device)[None, :, None, None]
+    out = padded[batch_index, channel_index, rows[:, None, :, None], cols[:, None, None, :]]
+    return out.reshape(B, N, T, C, H, W).permute(0, 2, 1, 3, 4, 5)
