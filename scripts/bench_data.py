@@ -6,6 +6,7 @@ is a function returning samples/s, so another (e.g. LeRobotDataset) can be added
 
     python scripts/bench_data.py --store /tmp/vla_bench.zarr          # 100,000 frames (cached)
     python scripts/bench_data.py --store /tmp/vla_bench_quick.zarr --quick
+    python scripts/bench_data.py --lerobot     # plus LeRobotDataset on the same episodes and windows
 
 "Cold" emulates a store larger than the loader's memory: the page cache of every store file is
 dropped (posix_fadvise DONTNEED) and each process's decoded-chunk cache is capped.
@@ -117,6 +118,41 @@ _IN_MEMORY: dict[str, TrajectoryDataset] = {}
 LOADERS: dict[str, Callable[..., float]] = {"in-memory numpy": in_memory, "vla store": vla_store}
 
 
+def lerobot_comparison(args: argparse.Namespace) -> None:
+    """LeRobotDataset (its default video backend, then pyav) beside our store, on the same episodes.
+
+    The first ``--lerobot-episodes`` episodes are converted once with ``vla convert to-lerobot``
+    (AV1 video, lerobot's default) and cached beside the store; both loaders then draw the same
+    windows (2 history frames per camera and state, 16 actions) from exactly those episodes.
+    """
+    from vla.interop.loader_bench import default_video_backend, measure_lerobot_dataset
+    from vla.interop.to_lerobot import convert_to_lerobot
+
+    episodes = list(range(args.lerobot_episodes))
+    root = Path(f"{args.store}.lerobot-{len(episodes)}")
+    start = time.perf_counter()
+    convert_to_lerobot(args.store, root, "local/bench", max_episodes=len(episodes), progress=False)
+    print(f"\nLeRobotDataset comparison: first {len(episodes)} episodes "
+          f"({len(episodes) * EPISODE_LENGTH} frames; copy ready in {time.perf_counter() - start:.0f} s)")  # fmt: skip
+    samples = args.lerobot_samples
+    for workers in (0, 2):
+        ours = _rate(
+            TrajectoryDataset(args.store, SPEC, episodes=episodes), workers, args.batch_size, args.samples
+        )
+        for backend in (None, "pyav"):
+            name = backend or f"default ({default_video_backend()})"
+            try:
+                theirs = measure_lerobot_dataset(root, "local/bench", SPEC.n_obs_steps, SPEC.horizon,
+                                                 samples, workers, video_backend=backend)  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - report the failure (e.g. torchcodec without FFmpeg)
+                print(
+                    f"[{workers} workers] LeRobotDataset {name:22s} failed: {type(exc).__name__}: {str(exc)[:120]}"
+                )
+                continue
+            print(f"[{workers} workers] LeRobotDataset {name:22s} {theirs:9.1f} samples/s   vla store "
+                  f"{ours:9.0f} samples/s   ratio {ours / theirs:6.1f}x (goal >= 20x)  load {_load()}", flush=True)  # fmt: skip
+
+
 def _load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -143,6 +179,11 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved in-memory/store pairs")
     parser.add_argument("--quick", action="store_true", help="a small store and short runs")
+    parser.add_argument(
+        "--lerobot", action="store_true", help="also measure LeRobotDataset on the same episodes"
+    )
+    parser.add_argument("--lerobot-episodes", type=int, default=10, help="episodes converted for LeRobot")
+    parser.add_argument("--lerobot-samples", type=int, default=512, help="samples timed per LeRobot run")
     args = parser.parse_args()
     if args.quick:
         args.frames, args.samples, args.memory_episodes = 10_000, 3_000, 20
@@ -181,6 +222,8 @@ def main() -> None:
             f"{per_process:.0f}/process (goal >= 1500/process)  load {_load()}",
             flush=True,
         )
+    if args.lerobot:
+        lerobot_comparison(args)
     plain = vla_store_plain_shuffle(args, 0)
     print(
         f"[1 process] vla store, plain uniform shuffle  {plain:9.0f} samples/s (without the chunk-aware sampler)"

@@ -191,3 +191,26 @@ def test_env_configs_build_through_the_registry(config):
     expert = registry.make_expert(cfg, env)
     assert env.action_space.contains(expert(obs))
     env.close()
+
+
+def test_slots_layout_shuffles_colours_over_fixed_slots():
+    from vla.envs.tabletop import make, scene
+
+    env = make("reach-red", cameras=[], layout="slots")
+    orders = set()
+    try:
+        for seed in range(12):
+            env.reset(seed=seed)
+            blocks = {c: env.unwrapped.block_pos(c)[:2] for c in scene.COLOURS}
+            slot_of = {}
+            for colour, xy in blocks.items():
+                distances = np.linalg.norm(scene.BLOCK_SLOTS - xy, axis=1)
+                assert distances.min() <= scene.SLOT_JITTER * np.sqrt(2) + 1e-6
+                slot_of[colour] = int(distances.argmin())
+            assert sorted(slot_of.values()) == [0, 1, 2]  # one block per slot
+            orders.add(tuple(slot_of[c] for c in scene.COLOURS))
+    finally:
+        env.close()
+    assert len(orders) > 1  # colours move between slots: the instruction still decides the target
+    with pytest.raises(ValueError, match="layout"):
+        make("reach-red", cameras=[], layout="grid")

@@ -48,7 +48,9 @@ class TabletopEnv(gym.Env):
     ``phrasing`` (``train``/``heldout``: the instruction set sampled by the seed), ``max_steps``
     (time limit, default per task), ``render_mode`` (``rgb_array``: ``render()`` gives the front
     view), ``terminate_on_success`` (default True), ``fast_render`` (False: MuJoCo's default render
-    quality, for the benchmark's baseline only).
+    quality, for the benchmark's baseline only), ``layout`` (``free``: every object anywhere on the
+    table; ``slots``: the three blocks in three fixed places with their colours shuffled per seed, see
+    ``scene.BLOCK_SLOTS``).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
@@ -64,6 +66,7 @@ class TabletopEnv(gym.Env):
         render_mode: str | None = None,
         terminate_on_success: bool = True,
         fast_render: bool = True,
+        layout: str = "free",
     ) -> None:
         self.task = task if isinstance(task, TaskSpec) else task_spec(task)
         self._family = FAMILIES[self.task.family]
@@ -86,6 +89,9 @@ class TabletopEnv(gym.Env):
         self.max_steps = int(max_steps or self.task.max_steps)
         self.render_mode = render_mode
         self.terminate_on_success = terminate_on_success
+        if layout not in scene.LAYOUTS:
+            raise ValueError(f"layout must be one of {scene.LAYOUTS}, got {layout!r}")
+        self.layout = layout
 
         self.model = scene.load_model(fast_render)
         self.data = mujoco.MjData(self.model)
@@ -131,6 +137,7 @@ class TabletopEnv(gym.Env):
             fam.drawer_opening,
             fam.layout_check(self.task),
             min_y=fam.min_y if fam.min_y is not None else scene.OBJECT_Y[0],
+            layout=self.layout,
         )
         scene.apply_layout(self.model, self.data, self.ids, layout)
         self.instruction = self.phrasings[int(self.np_random.integers(len(self.phrasings)))]
