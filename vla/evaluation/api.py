@@ -19,6 +19,12 @@ from vla.evaluation.videos import VideoSampler
 from vla.policies.executor import ChunkExecutor
 
 DEFAULT_REPLAN_EVERY = ChunkExecutor().replan_every  # one default, owned by the executor
+
+
+def _default_replan(policy: Any) -> int:
+    """Execute a whole chunk before replanning (what the report then records), else the executor's default."""
+    chunk_size = getattr(getattr(policy, "spec", None), "chunk_size", None)
+    return int(chunk_size) if isinstance(chunk_size, int) and chunk_size > 0 else DEFAULT_REPLAN_EVERY
 DEFAULT_VIDEO_FPS = 20  # for envs that declare no metadata["render_fps"]
 
 
@@ -93,7 +99,7 @@ def evaluate(
     env = plain_env_config(env_cfg)
     selected, all_tasks = resolve_tasks(env, tasks)
     phrasing_list = P.phrasings_of(phrasings)
-    replan = DEFAULT_REPLAN_EVERY if replan_every is None else int(replan_every)
+    replan = _default_replan(policy) if replan_every is None else int(replan_every)
     seeds = P.seeds_per_task(selected, episodes_per_task, all_tasks)
     plan = P.episode_plan(seeds, phrasing_list)
     out = Path(out_dir) if out_dir is not None else None
