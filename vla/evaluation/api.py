@@ -25,6 +25,8 @@ def _default_replan(policy: Any) -> int:
     """Execute a whole chunk before replanning (what the report then records), else the executor's default."""
     chunk_size = getattr(getattr(policy, "spec", None), "chunk_size", None)
     return int(chunk_size) if isinstance(chunk_size, int) and chunk_size > 0 else DEFAULT_REPLAN_EVERY
+
+
 DEFAULT_VIDEO_FPS = 20  # for envs that declare no metadata["render_fps"]
 
 
