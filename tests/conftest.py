@@ -56,4 +56,25 @@ def data_store_path(tmp_path):
     return path
 
 
+def endless_writer_code(path, flush_frames: int, episode_length: int, instruction: str) -> str:
+    """Python source for a subprocess that appends tagged episodes to ``path`` forever, flushing every
+    ``flush_frames`` frames (so partial episodes reach the arrays) and printing each committed index."""
+    import os
+
+    return f"""
+import sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+from conftest import data_frame
+from vla.data import TrajectoryStore
+store = TrajectoryStore.open({str(path)!r}, mode="a")
+with store.writer(flush_frames={flush_frames}) as writer:
+    while True:
+        total = store.num_frames
+        writer.start_episode({instruction!r}, seed=store.num_episodes)
+        for i in range({episode_length}):
+            writer.add_frame(data_frame(total + i, i))
+        print(writer.commit_episode(True), flush=True)
+"""
+
+
 # ------------------------------------------------------------------- end of vla.data fixtures

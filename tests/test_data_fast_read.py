@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import data_frame, data_schema
+from conftest import data_frame, data_schema, endless_writer_code
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
 
@@ -136,26 +136,10 @@ def test_truncated_shard_is_reported_not_crashed(tmp_path):
         TrajectoryDataset(path, SPEC)[0]
 
 
-WRITER = """
-import sys
-sys.path.insert(0, {tests!r})
-from conftest import data_frame
-from vla.data import TrajectoryStore
-store = TrajectoryStore.open({path!r}, mode="a")
-with store.writer(flush_frames=16) as writer:
-    while True:
-        total = store.num_frames
-        writer.start_episode("concurrent", seed=store.num_episodes)
-        for i in range(40):
-            writer.add_frame(data_frame(total + i, i))
-        print(writer.commit_episode(True), flush=True)
-"""
-
-
 def test_batched_reads_stay_correct_while_a_writer_rewrites_the_shard(tmp_path):
     path = tmp_path / "store.zarr"
     TrajectoryStore.create(path, data_schema(), fps=10, robot_type="test").close()
-    code = WRITER.format(tests=os.path.dirname(__file__), path=str(path))
+    code = endless_writer_code(path, flush_frames=16, episode_length=40, instruction="concurrent")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         child.stdout.readline()

@@ -10,26 +10,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import data_frame, data_schema, write_data_episodes
+from conftest import data_frame, data_schema, endless_writer_code, write_data_episodes
 
 from vla.data import TrajectoryStore, validate_store
-
-# Writes tagged episodes of 12 frames forever, flushing every 4 frames (so partial episodes reach
-# the arrays), and prints each committed index.
-WRITER = """
-import sys
-sys.path.insert(0, {tests!r})
-from conftest import data_frame
-from vla.data import TrajectoryStore
-store = TrajectoryStore.open({path!r}, mode="a")
-with store.writer(flush_frames=4) as writer:
-    while True:
-        total = store.num_frames
-        writer.start_episode("crash test", seed=store.num_episodes)
-        for i in range(12):
-            writer.add_frame(data_frame(total + i, i))
-        print(writer.commit_episode(True), flush=True)
-"""
 
 
 def _check_intact(path, at_least: int) -> int:
@@ -48,7 +31,7 @@ def test_killed_writer_leaves_committed_episodes_intact(tmp_path, delay):
     path = tmp_path / "store.zarr"
     with TrajectoryStore.create(path, data_schema(), fps=10, robot_type="test") as store:
         write_data_episodes(store, [3])
-    code = WRITER.format(tests=os.path.dirname(__file__), path=str(path))
+    code = endless_writer_code(path, flush_frames=4, episode_length=12, instruction="crash test")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         for _ in range(2):  # two committed episodes, then die somewhere in the next
@@ -69,7 +52,7 @@ def test_killed_writer_leaves_committed_episodes_intact(tmp_path, delay):
 def test_reader_never_sees_a_partial_episode_while_writer_runs(tmp_path):
     path = tmp_path / "store.zarr"
     TrajectoryStore.create(path, data_schema(), fps=10, robot_type="test").close()
-    code = WRITER.format(tests=os.path.dirname(__file__), path=str(path))
+    code = endless_writer_code(path, flush_frames=4, episode_length=12, instruction="crash test")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         child.stdout.readline()
