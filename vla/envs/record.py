@@ -230,6 +230,9 @@ def record(env_cfg: Mapping[str, Any], settings: RecordSettings) -> RecordSummar
                     bar.set_postfix(success=f"{summary.successes / summary.attempts:.0%}",
                                     eps=f"{summary.attempts / elapsed:.2f}/s", steps=f"{summary.frames / elapsed:.0f}/s")  # fmt: skip
                 fill()
+        # Statistics once, here, so every `vla train` on this store reads them instead of recomputing.
+        if store.num_frames and not store.stats_are_current():
+            store.compute_stats(write=True)
     except BaseException:
         executor.shutdown(wait=False, cancel_futures=True)  # episodes in flight are lost, nothing else
         raise
