@@ -110,9 +110,10 @@ def test_padded_text_and_observation_steps_are_ignored():
 
 
 # -- decoding ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("padded", [False, True])
-def test_kv_cache_decoding_equals_the_uncached_forward(padded):
-    model, config, obs, _ = model_and_inputs(seed=1)
+@pytest.mark.parametrize("padded,film", [(False, False), (True, False), (False, True), (True, True)])
+def test_kv_cache_decoding_equals_the_uncached_forward(padded, film):
+    extra = {"vision_encoder": "conv", "film": True} if film else {}
+    model, config, obs, _ = model_and_inputs(seed=1, **extra)
     if padded:
         obs["text_is_pad"][1, 3:] = True
         obs["obs_is_pad"][0, 0] = True
@@ -124,6 +125,22 @@ def test_kv_cache_decoding_equals_the_uncached_forward(padded):
     torch.testing.assert_close(cached_logits, plain_logits, atol=1e-5, rtol=1e-4)
     # Teacher forcing on the generated tokens gives the same logits again.
     torch.testing.assert_close(model(obs, cached), cached_logits, atol=1e-5, rtol=1e-4)
+
+
+def test_cached_decoding_follows_weight_updates():
+    """The decode step keeps transposed copies of the weights: an optimizer step must invalidate them."""
+    model, config, obs, tokens = model_and_inputs(seed=3)
+    before = model.generate(obs, config.max_action_tokens, return_logits=True)[1]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    model.train()
+    model.loss(obs, tokens).backward()
+    optimizer.step()
+    model.eval()
+    cached = model.generate(obs, config.max_action_tokens, use_cache=True, return_logits=True)
+    plain = model.generate(obs, config.max_action_tokens, use_cache=False, return_logits=True)
+    assert not torch.allclose(before, cached[1], atol=1e-4)
+    assert torch.equal(cached[0], plain[0])
+    torch.testing.assert_close(cached[1], plain[1], atol=1e-5, rtol=1e-4)
 
 
 def test_sampling_is_seeded_and_respects_suppress_and_eos():
@@ -216,6 +233,33 @@ def test_fewer_history_steps_and_no_instruction_are_accepted():
     model, config, obs, tokens = model_and_inputs()
     one_step = {"images": obs["images"][:, -1:], "state": obs["state"][:, -1:]}
     assert model(one_step, tokens).shape == (2, config.max_action_tokens, config.action_vocab_size)
+
+
+def test_film_conditions_the_vision_stem_on_the_instruction():
+    model, config, obs, tokens = model_and_inputs(seed=4, vision_encoder="conv", film=True)
+    # FiLM starts as the identity: the instruction reaches the image tokens only once it has trained.
+    first_stage = model.vision.films[0]
+    assert torch.count_nonzero(first_stage.weight) == 0 and torch.count_nonzero(first_stage.bias) == 0
+    other_text = dict(obs, text_tokens=(obs["text_tokens"] + 1) % config.text_vocab_size)
+    images_only = slice(6, 6 + len(config.cameras) * (config.image_size // config.patch_size) ** 2)
+    with torch.no_grad():
+        for film in model.vision.films:
+            torch.nn.init.normal_(film.weight, std=0.5)
+        same = model.embed_prefix(obs)[0][:, images_only]
+        assert torch.equal(same, model.embed_prefix(obs)[0][:, images_only])
+        changed = model.embed_prefix(other_text)[0][:, images_only]
+    assert (same - changed).abs().max() > 1e-3  # the instruction now changes what the stem sees
+    # Padded text tokens do not enter the instruction vector.
+    padded = dict(obs, text_is_pad=torch.zeros_like(obs["text_is_pad"]))
+    padded["text_is_pad"][:, 4:] = True
+    altered = dict(padded, text_tokens=padded["text_tokens"].clone())
+    altered["text_tokens"][:, 4:] = 5
+    with torch.no_grad():
+        torch.testing.assert_close(model.embed_prefix(padded)[0][:, images_only],
+                                   model.embed_prefix(altered)[0][:, images_only])  # fmt: skip
+    assert model(obs, tokens).shape == (2, config.max_action_tokens, config.action_vocab_size)
+    with pytest.raises(ValueError, match="film needs vision_encoder 'conv'"):
+        small_config(film=True)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:The given buffer is not writable")

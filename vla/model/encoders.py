@@ -3,7 +3,8 @@
 Two registries pick the encoder named in the config (``"kind"`` or ``"kind:argument"``):
 
 - ``VISION_ENCODERS``: ``"patch"`` (ViT patch embedding, one linear map per ``patch_size`` square),
-  ``"conv"`` (a small stride-2 conv stem ending on the same ``image_size / patch_size`` grid) and
+  ``"conv"`` (a small stride-2 conv stem ending on the same ``image_size / patch_size`` grid; with
+  ``VLAConfig.film`` every stage is FiLM-modulated by the instruction, as in RT-1) and
   ``"pretrained:<path>"``: a local ``torch.export`` program (``.pt2``, exported with a dynamic batch
   dimension) or TorchScript file (``torch.jit.save``) mapping ImageNet-normalized
   images (N, 3, H, W) to a feature map (N, C, h, w) or tokens (N, P, C). It is frozen unless
@@ -61,7 +62,14 @@ class PatchEncoder(nn.Module):
 class ConvStemEncoder(nn.Module):
     """A stride-2 conv stem (Xiao et al., 2021, "Early convolutions help transformers see better")
     reaching the same ``image_size / patch_size`` grid as the patch encoder; ``patch_size`` must be a
-    power of two."""
+    power of two.
+
+    With ``config.film`` each stage's normalized features are scaled and shifted per channel by a
+    linear map of an instruction vector (FiLM, Perez et al. 2018; RT-1 conditions its EfficientNet
+    the same way). Why: a tiny transformer left to bind "red" to red pixels through attention alone
+    needs far longer than a CPU budget allows; FiLM lets the very first conv layer become a detector
+    of the named colour. The maps start at zero, so training starts from the unconditioned stem.
+    """
 
     def __init__(self, config: VLAConfig):
         super().__init__()
@@ -71,20 +79,40 @@ class ConvStemEncoder(nn.Module):
             raise ValueError(
                 f"the conv vision encoder needs a power-of-two patch_size, got {config.patch_size}"
             )
-        layers: list[nn.Module] = []
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        self.films = nn.ModuleList() if config.film else None
         channels = 3
         for i in range(stages):
             out = max(16, config.n_embd >> (stages - 1 - i))
-            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.GroupNorm(1, out), nn.GELU()]
+            self.convs.append(nn.Conv2d(channels, out, 3, stride=2, padding=1))
+            self.norms.append(nn.GroupNorm(1, out))
+            if self.films is not None:
+                film = nn.Linear(config.n_embd, 2 * out)
+                nn.init.zeros_(film.weight)
+                nn.init.zeros_(film.bias)
+                self.films.append(film)
             channels = out
-        layers.append(nn.Conv2d(channels, config.n_embd, 1))
-        self.stem = nn.Sequential(*layers)
+        self.out = nn.Conv2d(channels, config.n_embd, 1)
+        self.act = nn.GELU()
         self.pos = nn.Parameter(torch.randn(1, grid * grid, config.n_embd) * 0.02)
         self.num_tokens = grid * grid
 
-    def forward(self, images: Tensor) -> Tensor:
-        x = self.stem(images * 2.0 - 1.0)
-        return x.flatten(2).transpose(1, 2) + self.pos
+    def forward(self, images: Tensor, condition: Tensor | None = None) -> Tensor:
+        """(N, 3, H, W) in [0, 1] and, with FiLM, one instruction vector per image (N, n_embd)."""
+        if (condition is None) != (self.films is None):
+            raise ValueError(
+                "this conv stem " + ("needs" if self.films is not None else "takes no")
+                + " an instruction vector (VLAConfig.film)"
+            )  # fmt: skip
+        x = images * 2.0 - 1.0
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            x = norm(conv(x))
+            if self.films is not None:
+                scale, shift = self.films[i](condition)[:, :, None, None].chunk(2, dim=1)
+                x = x * (1.0 + scale) + shift
+            x = self.act(x)
+        return self.out(x).flatten(2).transpose(1, 2) + self.pos
 
 
 def _load_local_module(path: str, what: str, frozen: bool) -> nn.Module:
@@ -143,6 +171,25 @@ class TokenEmbeddingText(nn.Module):
 
     def forward(self, tokens: Tensor, is_pad: Tensor) -> Tensor:
         return self.embed(tokens) + self.pos[:, : tokens.shape[1]]
+
+
+class InstructionPool(nn.Module):
+    """Attention pooling of text features into one instruction vector per row (for FiLM).
+
+    A learned query scores every token, so the pooled vector is dominated by the words that decide
+    the task (the colour, the verb) and barely moved by filler words or unseen byte-spelled words
+    from a held-out phrasing, which a plain mean would average in with equal weight."""
+
+    def __init__(self, n_embd: int):
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(n_embd))
+        self.norm = nn.LayerNorm(n_embd)
+
+    def forward(self, text: Tensor, is_pad: Tensor) -> Tensor:
+        """(B, L, D) features, (B, L) padding -> (B, D)."""
+        scores = (text @ self.query) / text.shape[-1] ** 0.5
+        weights = torch.softmax(scores.masked_fill(is_pad, float("-inf")), dim=1)
+        return self.norm(torch.einsum("bl,bld->bd", weights, text))
 
 
 class PretrainedTextEncoder(nn.Module):

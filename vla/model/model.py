@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vla.model.encoders import TEXT_ENCODERS, VISION_ENCODERS, build_encoder
+from vla.model.encoders import TEXT_ENCODERS, VISION_ENCODERS, InstructionPool, build_encoder
 
 TEXT, IMAGE, STATE, ACTION = range(4)  # modality-type ids
 
@@ -59,6 +59,7 @@ class VLAConfig:
     text_encoder: str = "embedding"  # "embedding" | "pretrained:<path>"
     freeze_pretrained: bool = True  # freeze pretrained encoders, train only their projections
     state_tokens: int = 1  # proprioception tokens per timestep
+    film: bool = False  # FiLM-condition the conv vision stem on the pooled instruction (encoders.py)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept in the checkpoint
 
     def __post_init__(self) -> None:
@@ -71,6 +72,8 @@ class VLAConfig:
                      "max_text_len", "action_vocab_size", "max_action_tokens"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"VLAConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.film and self.vision_encoder != "conv":
+            raise ValueError(f"VLAConfig.film needs vision_encoder 'conv', got {self.vision_encoder!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -145,6 +148,7 @@ class VLA(nn.Module):
         D = config.n_embd
         self.vision = build_encoder(VISION_ENCODERS, config.vision_encoder, config, "vision")
         self.text = build_encoder(TEXT_ENCODERS, config.text_encoder, config, "text")
+        self.instruction_pool = InstructionPool(D) if config.film else None
         self.state_proj = nn.Linear(config.state_dim, config.state_tokens * D) if config.state_dim else None
         self.action_embed = nn.Embedding(config.action_vocab_size, D)
         self.bos = nn.Parameter(torch.randn(1, 1, D) * 0.02)
@@ -162,6 +166,8 @@ class VLA(nn.Module):
         for block in self.blocks:
             for linear in (block.attn.proj, block.mlp[2]):
                 nn.init.normal_(linear.weight, std=0.02 / (2 * config.n_layer) ** 0.5)
+        for film in getattr(self.vision, "films", None) or ():  # FiLM starts as the identity
+            nn.init.zeros_(film.weight)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -194,9 +200,16 @@ class VLA(nn.Module):
         obs_valid = torch.ones(B, T, dtype=torch.bool, device=device) if obs_is_pad is None else ~obs_is_pad
         if obs_valid.shape != (B, T):
             raise ValueError(f"obs['obs_is_pad'] has shape {tuple(obs_valid.shape)}, expected {(B, T)}")
+        text, text_pad = self._embed_text(obs, B)
+        condition = None
+        if self.instruction_pool is not None:
+            # No instruction: a zero vector, which the zero-initialized FiLM maps treat as "none".
+            pooled = images.new_zeros(B, c.n_embd) if text is None else self.instruction_pool(text, text_pad)
+            condition = pooled.repeat_interleave(T * N, dim=0)
         time = self.time_embed[c.n_obs_steps - T :]  # the newest step always uses the last embedding
 
-        patches = self.vision(images.reshape(B * T * N, C, H, W))  # (B*T*N, P, D)
+        flat_images = images.reshape(B * T * N, C, H, W)
+        patches = self.vision(flat_images) if condition is None else self.vision(flat_images, condition)
         P = patches.shape[1]
         patches = (
             patches.view(B, T, N, P, -1) + self.camera_embed + time.unsqueeze(1) + self.type_embed[IMAGE]
@@ -218,19 +231,26 @@ class VLA(nn.Module):
         ranks = [torch.arange(1, T + 1, device=device).repeat_interleave(per_step_count)]
         valids = [obs_valid.repeat_interleave(per_step_count, dim=1)]
 
-        text_tokens = obs.get("text_tokens")
-        if text_tokens is not None:
-            L = text_tokens.shape[1]
-            if text_tokens.dim() != 2 or text_tokens.shape[0] != B or not 0 < L <= c.max_text_len:
-                raise ValueError(
-                    f"obs['text_tokens'] has shape {tuple(text_tokens.shape)}; expected (B={B}, L<={c.max_text_len})"
-                )
-            text_is_pad = obs.get("text_is_pad")
-            text_pad = torch.zeros_like(text_tokens, dtype=torch.bool) if text_is_pad is None else text_is_pad
-            parts.insert(0, self.text(text_tokens, text_pad) + self.type_embed[TEXT])
-            ranks.insert(0, torch.zeros(L, dtype=torch.long, device=device))
+        if text is not None:
+            parts.insert(0, text + self.type_embed[TEXT])
+            ranks.insert(0, torch.zeros(text.shape[1], dtype=torch.long, device=device))
             valids.insert(0, ~text_pad)
         return torch.cat(parts, dim=1), torch.cat(ranks), torch.cat(valids, dim=1)
+
+    def _embed_text(self, obs: dict[str, Tensor], batch: int) -> tuple[Tensor | None, Tensor | None]:
+        """Instruction features (B, L, D) and padding (B, L), or ``(None, None)`` without text."""
+        text_tokens = obs.get("text_tokens")
+        if text_tokens is None:
+            return None, None
+        L = text_tokens.shape[1]
+        if text_tokens.dim() != 2 or text_tokens.shape[0] != batch or not 0 < L <= self.config.max_text_len:
+            raise ValueError(
+                f"obs['text_tokens'] has shape {tuple(text_tokens.shape)}; "
+                f"expected (B={batch}, L<={self.config.max_text_len})"
+            )
+        text_is_pad = obs.get("text_is_pad")
+        text_pad = torch.zeros_like(text_tokens, dtype=torch.bool) if text_is_pad is None else text_is_pad
+        return self.text(text_tokens, text_pad), text_pad
 
     def embed_actions(self, tokens: Tensor, start: int) -> Tensor:
         """Action-token ids (B, L) at action positions ``start..start+L-1`` -> (B, L, D); position 0 is BOS."""
