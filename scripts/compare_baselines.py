@@ -8,6 +8,9 @@ training wall time (the whole training command, start-up and data loading includ
 latency (median ``predict_chunks`` time for one observation).
 
     python scripts/compare_baselines.py --store data/tabletop_demo.zarr --env tabletop_demo --steps 1500
+    # the same wall-clock budget instead: steps per policy chosen so that each trains for ~7 minutes
+    python scripts/compare_baselines.py --store data/tabletop_demo.zarr --env tabletop_demo \
+        --steps 3000 --policy-steps act=150,diffusion=200,vla-small=250
 
 lerobot trains through its own entry point (``python -m lerobot.scripts.lerobot_train``), offline.
 """
@@ -64,7 +67,7 @@ def train_vla(size: str, args: argparse.Namespace) -> Path:
         f"store={args.store}",
         f"policy={size}",
         f"out={run_dir}",
-        f"train.steps={args.steps}",
+        f"train.steps={args.steps_for[f'vla-{size}']}",
         f"train.batch_size={args.batch_size}",
         "device=cpu",
     ]
@@ -97,6 +100,8 @@ LEROBOT_PRESETS: dict[str, dict[str, list[str]]] = {
             "--policy.down_dims=[128,256,512]",
             "--policy.noise_scheduler_type=DDIM",
             "--policy.num_inference_steps=10",
+            # lerobot warms up for 500 steps: longer than a CPU budget's whole run, so shorten it.
+            "--policy.scheduler_warmup_steps=50",
         ],
     },
 }
@@ -112,8 +117,8 @@ def train_lerobot(kind: str, args: argparse.Namespace, lerobot_root: Path) -> Pa
         f"--dataset.repo_id={REPO_ID}", f"--dataset.root={lerobot_root}", "--dataset.video_backend=pyav",
         *LEROBOT_POLICY_ARGS[kind](lerobot_root), *LEROBOT_PRESETS[args.lerobot_preset][kind],
         "--policy.device=cpu", "--policy.push_to_hub=false",
-        f"--steps={args.steps}", f"--batch_size={args.batch_size}", f"--num_workers={args.num_workers}",
-        f"--save_freq={args.steps}", f"--log_freq={max(1, args.steps // 10)}", "--eval_freq=0",
+        f"--steps={args.steps_for[kind]}", f"--batch_size={args.batch_size}", f"--num_workers={args.num_workers}",
+        f"--save_freq={args.steps_for[kind]}", f"--log_freq={max(1, args.steps_for[kind] // 10)}", "--eval_freq=0",
         "--wandb.enable=false", f"--output_dir={out_dir}",
     ]  # fmt: skip
     subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
@@ -190,7 +195,13 @@ def markdown(results: list[Result], args: argparse.Namespace) -> str:
     lines = [
         f"# Baselines on `{args.store}` (env `{args.env}`)",
         "",
-        f"Same demonstrations, {args.steps} optimizer steps of batch {args.batch_size} each, CPU; "
+        f"Same demonstrations, batch {args.batch_size}, "
+        + (
+            f"{args.steps_for[args.policies[0]]} optimizer steps each"
+            if len({args.steps_for[p] for p in args.policies}) == 1
+            else "optimizer steps per policy in the table (chosen to equalize training wall time)"
+        )
+        + "; CPU; "
         f"{args.episodes_per_task} evaluation episodes per task (vla.seeds.eval_seeds), training phrasings; "
         f"lerobot preset `{args.lerobot_preset}` (see LEROBOT_PRESETS in the script).",
         f"Machine: {describe_machine()}.",
@@ -217,6 +228,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--env", required=True, help="env config to evaluate in (envs/<name>.yaml)")
     parser.add_argument("--tasks", nargs="*", default=None, help="tasks (default: the env config's)")
     parser.add_argument("--steps", type=int, default=1500, help="optimizer steps for every policy")
+    parser.add_argument(
+        "--policy-steps",
+        default="",
+        help="per-policy step counts overriding --steps, e.g. act=150,diffusion=200 (equal wall-clock budgets)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--episodes-per-task", type=int, default=10)
     parser.add_argument("--num-envs", type=int, default=2)
@@ -237,6 +253,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"unknown policies {unknown} (choose from {ALL_POLICIES})" if unknown else "--steps must be >= 1"
         )
+    args.steps_for = dict.fromkeys(ALL_POLICIES, args.steps)
+    for item in filter(None, (p.strip() for p in args.policy_steps.split(","))):
+        name, _, value = item.partition("=")
+        if name not in ALL_POLICIES or not value.isdigit() or int(value) < 1:
+            parser.error(
+                f"bad --policy-steps entry {item!r}: expected <policy>=<steps >= 1>, policy in {ALL_POLICIES}"
+            )
+        args.steps_for[name] = int(value)
     return args
 
 
@@ -250,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         convert_to_lerobot(args.store, lerobot_root, REPO_ID)  # reused when already complete
     results = []
     for name in args.policies:
-        print(f"== {name}: training {args.steps} steps", flush=True)
+        print(f"== {name}: training {args.steps_for[name]} steps", flush=True)
         start = time.perf_counter()
         if name.startswith("vla-"):
             checkpoint = train_vla(name.removeprefix("vla-"), args)
@@ -258,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = train_lerobot(name, args, lerobot_root)
         train_seconds = time.perf_counter() - start
         policy = load_any(name, checkpoint)
-        result = Result(name, parameter_count(policy), args.steps, train_seconds,
+        result = Result(name, parameter_count(policy), args.steps_for[name], train_seconds,
                         latency_ms(policy, args.store, args.latency_calls), checkpoint=str(checkpoint))  # fmt: skip
         print(f"== {name}: evaluating", flush=True)
         result.success, result.overall = evaluate_policy(name, policy, args)

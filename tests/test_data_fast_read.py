@@ -161,3 +161,53 @@ def test_store_frames_honours_the_committed_end(data_store_path):
     out = np.empty((3, 3), np.float32)
     frames.gather("observation.state", np.array([9, 0, 5]), out)
     assert out[:, 0].tolist() == [9, 0, 5]
+
+
+def test_chunk_cache_grows_only_on_misses_a_larger_cache_would_have_hit():
+    from vla.data.cache import ChunkCache
+
+    chunk = 1000
+    cache = ChunkCache(max_bytes=10 * chunk, initial_bytes=3 * chunk)
+    loads = []
+
+    def load(key):
+        def fill(spare):
+            loads.append((key, spare is not None))
+            out = spare if spare is not None else np.empty(chunk, np.uint8)
+            out[:] = key % 251
+            return out
+
+        return fill
+
+    for key in range(8):  # never-seen chunks: the cache stays at its start size and reuses memory
+        assert cache.get(("k", key), load(key))[0] == key % 251
+    assert cache.limit == 3 * chunk and cache.nbytes == 3 * chunk and cache.ghost_hits == 0
+    assert [reused for _, reused in loads] == [False] * 4 + [True] * 4  # evicted arrays decoded into
+    assert cache.get(("k", 7), load(7))[0] == 7 and cache.hits == 1
+    cache.get(("k", 2), load(2))  # evicted recently: a larger cache would have hit it
+    assert cache.ghost_hits == 1 and cache.limit == 4 * chunk and cache.nbytes == 4 * chunk
+    for key in range(100, 200):  # growth stops at max_bytes, however many ghosts come back
+        cache.get(("k", key), load(key))
+    for key in range(100, 200):
+        cache.get(("k", key), load(key))
+    assert cache.limit <= cache.max_bytes and cache.nbytes <= cache.max_bytes
+    tiny = ChunkCache(max_bytes=1)  # one chunk always fits
+    assert tiny.get(("k", 0), load(0)).nbytes == chunk and tiny.nbytes == chunk
+
+
+@pytest.mark.parametrize("cache_bytes", [1, 2 * 256 * 16 * 16 * 3, 1 << 30])
+def test_gather_is_exact_whatever_the_cache_holds(tmp_path, cache_bytes):
+    """One take from the chunk arena, or chunk by chunk when a batch's chunks do not all fit."""
+    path = _mixed_store(tmp_path)
+    store = TrajectoryStore.open(path)
+    frames = StoreFrames(store, [*IMAGES, "observation.state"], cache_bytes=cache_bytes)
+    rng = np.random.default_rng(0)
+    for name in (*IMAGES, "observation.state"):
+        everything = np.asarray(store.array(f"data/{name}")[:])
+        for _ in range(5):
+            rows = rng.integers(0, store.num_frames, size=(16, 3))
+            out = np.empty((16, 3, *everything.shape[1:]), everything.dtype)
+            frames.gather(name, rows, out)
+            np.testing.assert_array_equal(out, everything[rows], err_msg=name)
+    largest = max(int(np.prod(store.array(f"data/{n}").chunks)) * 4 for n in ("observation.state",))
+    assert frames.cache.nbytes <= max(cache_bytes, largest)  # one chunk always fits

@@ -94,3 +94,19 @@ def test_dataloader_with_two_workers_covers_every_sample(data_store_path):
     assert sorted(seen) == list(range(24))
     ordered = [b["observation.state"][:, -1, 0] for b in make_dataloader(dataset, 24, shuffle=False)]
     assert ordered[0].tolist() == list(range(24))
+
+
+def test_sampler_groups_fit_the_decoded_chunk_cache(data_store_path):
+    from vla.data.sampler import GROUP_CHUNKS, group_chunks
+
+    roomy = TrajectoryDataset(data_store_path, SPEC)
+    assert roomy.image_chunk_bytes == roomy.chunk_frames * 16 * 16 * 3
+    assert group_chunks(roomy, groups_in_flight=4) == GROUP_CHUNKS
+    roomy.largest_image_chunk_bytes = 2 << 20  # chunks of the earlier 2 MB layout: groups of 2, as then
+    assert group_chunks(roomy, groups_in_flight=4) == 2
+    # A cache that holds 4 groups of 2 chunks (+1 each for history) but not of 3 or more.
+    tight = TrajectoryDataset(data_store_path, SPEC, cache_bytes=int(4 * 3 * roomy.image_chunk_bytes / 0.75))
+    assert group_chunks(tight, groups_in_flight=4) == 2
+    assert group_chunks(TrajectoryDataset(data_store_path, SPEC, cache_bytes=1), 4) == 1
+    state_only = TrajectoryDataset(data_store_path, WindowSpec(1, 2, observation_keys=("observation.state",)))
+    assert state_only.image_chunk_bytes == 0 and group_chunks(state_only, 4) == GROUP_CHUNKS

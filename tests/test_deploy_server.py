@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 
 import msgpack
 import numpy as np
@@ -208,3 +209,106 @@ def test_remote_inference_runs_in_background(server) -> None:
         )
     finally:
         remote.close()
+
+
+def test_no_compression_and_nodelay(server) -> None:
+    """permessage-deflate is never negotiated (binary numpy payloads), Nagle is off on the client."""
+    import socket
+
+    with connect(server.url) as ws:  # websockets' own client offers deflate by default: refused
+        assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+        assert ws.protocol.extensions == []
+    with PolicyClient(server.url) as client:
+        assert client._protocol.extensions == []
+        assert client._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert client.infer(fake_observation())[0].shape == (8, 2)
+
+
+def test_client_answers_keepalive_pings_while_idle(monkeypatch) -> None:
+    import vla.deploy.client as client_module
+
+    monkeypatch.setattr(client_module, "KEEPALIVE_POLL_S", 0.05)
+    handle = serve_in_thread(FakePolicy(), ping_interval_s=0.1)
+    try:
+        with PolicyClient(handle.url) as client:
+            time.sleep(1.0)  # ten pings, each to be answered within 0.1 s, while no request runs
+            assert client.infer(fake_observation())[0].shape == (8, 2)
+            assert client.health()["server"]["connections"] == 1, "the connection was never dropped"
+    finally:
+        handle.stop()
+
+
+def test_client_times_out_and_fragmented_replies_are_joined() -> None:
+    handle = serve_in_thread(FakePolicy(delay_s=0.5))
+    try:
+        with PolicyClient(handle.url, timeout_s=0.1) as client:
+            with pytest.raises(TimeoutError, match="no reply within"):
+                client.infer(fake_observation())
+            client.timeout_s = 5.0  # the late reply of the timed-out request is skipped, not returned
+            assert client.health()["status"] == "ok"
+            actions, _ = client.infer(fake_observation(state=(2.0, 0.0)))
+            assert np.isclose(actions[0, 0], -0.2)
+    finally:
+        handle.stop()
+    client = PolicyClient.__new__(PolicyClient)
+    client._fragments = []
+    from websockets.frames import Frame, Opcode
+
+    events = [Frame(Opcode.PING, b""), Frame(Opcode.BINARY, b"ab", fin=False), Frame(Opcode.CONT, b"c")]
+    assert client._message(events) == b"abc"
+
+
+def test_server_stop_ends_the_inference_thread() -> None:
+    handle = serve_in_thread(FakePolicy())
+    with PolicyClient(handle.url) as client:
+        client.infer(fake_observation())
+    handle.stop()
+    deadline = time.monotonic() + 5
+    while any(t.name == "vla-serve-infer" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not handle.thread.is_alive()
+    assert not any(t.name == "vla-serve-infer" for t in threading.enumerate())
+
+
+def test_error_replies_between_inferences_keep_the_ids_straight(server) -> None:
+    """Interleaved garbage and requests on one connection: each reply answers its own request."""
+    with connect(server.url) as ws:
+        for i in range(20):
+            ws.send(b"\xc1" if i % 2 else pack({"type": "infer", "id": i, "observation": fake_observation()}))
+            reply = unpack(ws.recv(timeout=10))
+            assert reply["type"] == ("error" if i % 2 else "chunk")
+            assert reply["id"] == (None if i % 2 else i)
+
+
+def test_split_round_trip_one_request_at_a_time(server) -> None:
+    with PolicyClient(server.url) as client:
+        request_id = client.send_infer(fake_observation(state=(3.0, 0.0)))
+        with pytest.raises(RuntimeError, match="still waiting for its reply"):
+            client.send_infer(fake_observation())
+        actions, timing = client.receive_chunk(request_id)
+        assert np.isclose(actions[0, 0], -0.3) and timing["infer_ms"] >= 0
+        with pytest.raises(RuntimeError, match="no request is waiting"):
+            client.receive_chunk(request_id)
+        assert client.infer(fake_observation())[0].shape == (8, 2)
+
+
+def test_remote_inference_sends_from_the_caller_and_reports_a_lost_server() -> None:
+    handle = serve_in_thread(FakePolicy(delay_s=0.05))
+    remote = RemoteInference(handle.url, timeout_s=5.0)
+    try:
+        sent = []
+        original = remote.client.send_infer
+        remote.client.send_infer = lambda o: sent.append(threading.current_thread()) or original(o)
+        assert remote.submit(fake_observation(), "a")
+        assert sent == [threading.current_thread()], "the request leaves from the submitting thread"
+        assert not remote.submit(fake_observation(), "b"), "one request in flight at a time"
+        result = remote.poll(timeout=10)
+        assert result.tag == "a" and result.error is None and result.latency_s * 1e3 >= 50
+        handle.stop()
+        assert remote.submit(fake_observation(), "c"), "a send error is reported by poll, not raised"
+        result = remote.poll(timeout=10)
+        assert result.tag == "c" and result.chunk is None and result.error
+    finally:
+        remote.close()
+        if handle.thread.is_alive():
+            handle.stop()

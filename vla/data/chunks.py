@@ -28,6 +28,7 @@ from numcodecs import blosc
 from vla.data.errors import StoreCorruptError
 
 READ_RETRIES = 4
+_PIECE_BYTES = 256 << 10  # raw chunks are read and checksummed in pieces of this size
 _INDEX_ENTRY_BYTES = 16  # (offset, nbytes) as little-endian uint64
 _EMPTY = np.uint64(2**64 - 1)
 _BLOSC_HEADER = 16  # Blosc 1 frame header: version, flags, typesize, nbytes, blocksize, cbytes
@@ -102,12 +103,18 @@ class ChunkFileReader:
             and nbytes == _BLOSC_HEADER + payload.nbytes + 4
         ):
             # Stored uncompressed (Blosc gave up on noisy images): read the pixels straight into
-            # the output, one copy instead of a read, a checksum pass and a decode copy.
-            tail = bytearray(4)
-            if os.preadv(fd, [memoryview(payload), tail], offset + _BLOSC_HEADER) != nbytes - _BLOSC_HEADER:
-                return None
-            crc = google_crc32c.extend(google_crc32c.value(np.frombuffer(header, np.uint8)), payload)
-            return out if crc == int.from_bytes(tail, "little") else None
+            # the output, one copy instead of a read, a checksum pass and a decode copy. Read in
+            # pieces that fit the CPU cache and checksum each while it is there, so the checksum
+            # does not read the chunk from memory a second time.
+            crc = google_crc32c.value(np.frombuffer(header, np.uint8))
+            view, start = memoryview(payload), offset + _BLOSC_HEADER
+            for a in range(0, payload.nbytes, _PIECE_BYTES):
+                piece = view[a : a + _PIECE_BYTES]
+                if os.preadv(fd, [piece], start + a) != len(piece):
+                    return None
+                crc = google_crc32c.extend(crc, payload[a : a + _PIECE_BYTES])
+            tail = os.pread(fd, 4, start + payload.nbytes)
+            return out if len(tail) == 4 and crc == int.from_bytes(tail, "little") else None
         data = self._pread(fd, nbytes, offset)
         return self._decode(data, index, path, out) if _crc_ok(data) else None
 

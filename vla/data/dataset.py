@@ -86,14 +86,18 @@ class TrajectoryDataset(Dataset):
             [np.arange(self.episode_starts[e], ends[e]) for e in chosen] or [np.zeros(0, np.int64)]
         ).astype(np.int64)
         self.instructions = [m.instruction for m in store.episodes_meta()]
-        self.chunk_frames = max(
-            (
-                int(store.array(f"data/{k}").chunks[0])
-                for k in self._read_keys()
-                if features[k].kind == "image"
-            ),
-            default=1024,
-        )
+        image_chunks = [
+            (int(store.array(f"data/{k}").chunks[0]), features[k])
+            for k in self._read_keys()
+            if features[k].kind == "image"
+        ]
+        self.chunk_frames = max((frames for frames, _ in image_chunks), default=1024)
+        # Bytes of one decoded chunk of each image feature read (the sampler sizes groups by them).
+        sizes = [
+            frames * int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize for frames, spec in image_chunks
+        ]
+        self.image_chunk_bytes = sum(sizes)  # one chunk of every camera
+        self.largest_image_chunk_bytes = max(sizes, default=0)
         # (shape, torch dtype) of one row of each feature read, for the batch tensors
         self._arrays_meta = {
             k: (features[k].shape, torch.from_numpy(np.zeros(0, features[k].dtype)).dtype)

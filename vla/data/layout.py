@@ -11,8 +11,10 @@
                                  concatenated, with the end offset of each episode's text
 
 Images are compressed (Blosc LZ4 by default, zstd on request, with a CRC32C per chunk so corruption is detected, not read as
-pixels) and chunked along time in blocks of a few MB, grouped into shards of 8 chunks: a
-million 96x96 frames are a few hundred files, and a training read decodes one block. Low-dimensional
+pixels) and chunked along time in blocks of about 1 MB, grouped into shards of 16 chunks: a
+million 96x96 frames are a few hundred files, and a training read decodes one block. Small
+blocks keep the part of a block read only for a window's history (the previous block of a
+sampling group, see vla.data.sampler) small. Low-dimensional
 arrays use long time chunks (about 1 MB). The root ``zarr.json`` is the commit point: zarr's local
 store replaces it atomically, so arrays may run past the committed end (a crash mid-episode) and
 readers never look there.
@@ -38,9 +40,9 @@ NUMERIC_META: dict[str, str] = {
     "seed": "int64",
 }
 NO_SEED = -1  # stored seed of an episode recorded without one
-IMAGE_CHUNK_BYTES = 2 << 20
+IMAGE_CHUNK_BYTES = 1 << 20
 LOWDIM_CHUNK_BYTES = 1 << 20
-CHUNKS_PER_SHARD = 8
+CHUNKS_PER_SHARD = 16
 # Image codecs by name. LZ4 decodes at memory speed, which keeps training reads cheap; zstd with
 # bit-shuffling packs noisy camera images about 25% smaller but decodes several times slower.
 IMAGE_CODECS: dict[str, dict[str, Any]] = {
@@ -54,7 +56,7 @@ def _pow2_floor(x: float) -> int:
 
 
 def time_chunk_frames(spec: FeatureSpec) -> int:
-    """Frames per chunk of a feature: a few MB of images, or about 1 MB of low-dimensional rows."""
+    """Frames per chunk of a feature: about 1 MB of images or of low-dimensional rows."""
     frame_bytes = int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
     if spec.kind == "image":
         return min(256, _pow2_floor(IMAGE_CHUNK_BYTES / frame_bytes))

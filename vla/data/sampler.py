@@ -21,10 +21,26 @@ from vla.data.batch import collate_windows
 from vla.data.dataset import TrajectoryDataset
 
 # Chunks per group. A window of history frames reaches into the previous chunk, so a group of
-# one chunk decodes two; a group of k adjacent chunks decodes k + 1. Larger groups mean fewer
-# distinct places per batch and a larger cache working set (groups_in_flight * (k + 1) chunks
-# per camera must stay cached).
-GROUP_CHUNKS = 2
+# k adjacent chunks decodes k + 1: k = 2 reads 1.5 frames per frame used, k = 4 reads 1.25.
+# Groups hold about GROUP_BYTES of each camera, as two chunks of the earlier 2 MB image layout
+# did: images are now chunked in about 1 MB (see vla.data.layout), so a group is 4 chunks and
+# the same frames as before (128 of 96x96), and a store written with the earlier layout keeps its
+# groups of 2 chunks. Larger groups mean fewer distinct places per batch and a larger cache
+# working set (groups_in_flight * (k + 1) chunks per camera must stay cached), so k is lowered
+# further until that working set fits the dataset's cache.
+GROUP_CHUNKS = 4  # at most
+MIN_GROUP_CHUNKS = 2  # while the cache allows
+GROUP_BYTES = 4 << 20
+CACHE_FILL = 0.75  # the share of the decoded-chunk cache the working set may take
+
+
+def group_chunks(dataset: TrajectoryDataset, groups_in_flight: int) -> int:
+    """Chunks per sampling group: about :data:`GROUP_BYTES` per camera, while the working set fits the cache."""
+    largest = dataset.largest_image_chunk_bytes
+    k = GROUP_CHUNKS if largest == 0 else int(np.clip(GROUP_BYTES // largest, MIN_GROUP_CHUNKS, GROUP_CHUNKS))
+    while k > 1 and groups_in_flight * (k + 1) * dataset.image_chunk_bytes > CACHE_FILL * dataset.cache_bytes:
+        k -= 1
+    return k
 
 
 class ChunkAwareSampler(Sampler[int]):
@@ -54,7 +70,7 @@ class ChunkAwareSampler(Sampler[int]):
         self.groups_in_flight = max(1, groups_in_flight)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
-        frames = group_frames or dataset.chunk_frames * GROUP_CHUNKS
+        frames = group_frames or dataset.chunk_frames * group_chunks(dataset, self.groups_in_flight)
         self._group = dataset.anchor_frame // frames
         self._group_ids, self._group_of_sample = np.unique(self._group, return_inverse=True)
         counts = np.bincount(self._group_of_sample, minlength=len(self._group_ids))

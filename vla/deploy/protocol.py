@@ -10,7 +10,8 @@ client -> server
 
 server -> client
   ``{"type": "chunk", "id": int, "actions": array (H, A) float32, "timing": {"decode_ms", "queue_ms",
-  "infer_ms", "encode_ms", "batch_size"}}``
+  "infer_ms", "encode_ms", "batch_size"}}`` (``infer_ms``: the forward alone, timed in the server's
+  inference thread; ``queue_ms``: decoded request to forward start, the hand-off to that thread included)
   ``{"type": "health", "status": "ok", "spec": {...}, "server": {...}}``
   ``{"type": "error", "id": int | None, "error": "what was wrong"}``
 
@@ -34,6 +35,11 @@ DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 class ProtocolError(ValueError):
     """A message that cannot be decoded; the text names the problem."""
+
+
+def encode_array(array: np.ndarray) -> dict[str, Any]:
+    """The wire form of one array (what :func:`pack` does to every array it meets)."""
+    return _encode(array)
 
 
 def _encode(obj: Any) -> Any:

@@ -44,20 +44,28 @@ class ThreadedInference:
     def __init__(self, predict: Callable[[Mapping[str, Any]], Any]) -> None:
         self._predict = predict
         self._cond = threading.Condition()
-        self._request: tuple[Mapping[str, Any], Any, float] | None = None
+        self._request: tuple[Any, Any, float] | None = None
         self._result: ChunkResult | None = None
         self._busy = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="vla-inference", daemon=True)
         self._thread.start()
 
-    def submit(self, observation: Mapping[str, Any], tag: Any) -> bool:
-        """Start predicting from ``observation``; False (and nothing done) while a request is in flight."""
+    @property
+    def busy(self) -> bool:
+        """True while a request is in flight (``submit`` would return False)."""
+        return self._busy or self._closed
+
+    def submit(self, observation: Any, tag: Any, started: float | None = None) -> bool:
+        """Start predicting from ``observation``; False (and nothing done) while a request is in flight.
+
+        ``started`` (a ``perf_counter`` time) is where the latency is measured from; default now.
+        """
         with self._cond:
             if self._busy or self._closed:
                 return False
             self._busy = True
-            self._request = (observation, tag, time.perf_counter())
+            self._request = (observation, tag, time.perf_counter() if started is None else started)
             self._cond.notify_all()
             return True
 

@@ -9,20 +9,21 @@ policy's spec. See :mod:`vla.deploy.protocol` for the messages.
 
 Robustness: a malformed, oversized or wrongly typed message gets an ``error`` reply naming the
 problem and the connection stays open; a failing forward pass fails only the requests in it. Inference
-runs in one worker thread (``run_in_executor``) so the event loop keeps serving other clients, and
-requests waiting at the same time are batched into one ``predict_chunks`` call when their shapes match.
+runs in one worker thread, fed straight from the event loop by a thread-safe queue, so the event loop
+keeps serving other clients; requests waiting at the same time are batched into one ``predict_chunks``
+call when their shapes match.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import signal
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,14 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from vla import __version__
-from vla.deploy.protocol import DEFAULT_MAX_MESSAGE_BYTES, ProtocolError, error_message, pack, unpack
+from vla.deploy.protocol import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ProtocolError,
+    encode_array,
+    error_message,
+    pack,
+    unpack,
+)
 from vla.deploy.validation import batch_signature, spec_to_dict, stack_batch, validate_observation
 from vla.policies.checks import ObservationError
 
@@ -45,22 +53,40 @@ class _Job:
     observation: dict[str, Any]
     single_frame: bool
     received: float
+    loop: asyncio.AbstractEventLoop = field(repr=False)
     future: asyncio.Future[tuple[np.ndarray, dict[str, float]]] = field(repr=False)
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    """Runs on the event loop: hand a finished job's outcome to the request awaiting it."""
+    if future.done():  # the connection went away while the job ran
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 class PolicyServer:
     """Serve ``policy`` (anything with ``spec`` and ``predict_chunks``) to WebSocket clients."""
 
     def __init__(
-        self, policy: Any, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_batch: int = 8
+        self,
+        policy: Any,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_batch: int = 8,
+        ping_interval_s: float | None = 20.0,
     ) -> None:
         self.policy = policy
+        self.ping_interval_s = ping_interval_s  # keepalive: a peer silent this long after a ping is dropped
         self.spec = policy.spec
         self.max_message_bytes = max_message_bytes
         self.max_batch = max_batch
         self.counts: defaultdict[str, int] = defaultdict(int)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vla-serve-infer")
-        self._queue: asyncio.Queue[_Job] | None = None
+        # Requests go straight from the event loop to one inference thread (a blocking queue, no
+        # intermediate asyncio task or executor): one thread wake-up each way per request.
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
 
     async def run(
         self,
@@ -70,18 +96,27 @@ class PolicyServer:
         stop: asyncio.Event | None = None,
     ) -> None:
         """Serve until ``stop`` is set; ``ready`` receives the bound port (useful with port 0)."""
-        self._queue = asyncio.Queue()
-        batcher = asyncio.create_task(self._batcher())
+        self._worker = threading.Thread(target=self._infer_forever, name="vla-serve-infer", daemon=True)
+        self._worker.start()
         max_size = self.max_message_bytes * _TRANSPORT_SIZE_FACTOR
         try:
-            async with serve(self._handle, host, port, max_size=max_size, compression=None) as server:
+            # compression=None: permessage-deflate off (numpy payloads barely compress and deflate
+            # costs CPU on both sides); TCP_NODELAY is set on accepted sockets by asyncio itself.
+            async with serve(
+                self._handle,
+                host,
+                port,
+                max_size=max_size,
+                compression=None,
+                ping_interval=self.ping_interval_s,
+                ping_timeout=self.ping_interval_s,
+            ) as server:
                 bound = next(iter(server.sockets)).getsockname()[1]
                 if ready is not None:
                     ready.set_result(bound)
                 await (stop or asyncio.Event()).wait()
         finally:
-            batcher.cancel()
-            self._pool.shutdown(wait=False)
+            self._jobs.put(None)  # stops the inference thread once the job in progress is done
 
     async def _handle(self, websocket: ServerConnection) -> None:
         self.counts["connections"] += 1
@@ -109,11 +144,9 @@ class PolicyServer:
             self.counts["errors"] += 1
             return error_message(str(exc), request_id)
         decoded = time.perf_counter()
-        assert self._queue is not None
-        future: asyncio.Future[tuple[np.ndarray, dict[str, float]]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        await self._queue.put(_Job(observation, single_frame, decoded, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[np.ndarray, dict[str, float]]] = loop.create_future()
+        self._jobs.put(_Job(observation, single_frame, decoded, loop, future))
         try:
             actions, timing = await future
         except Exception as exc:  # the forward pass failed: report it, keep serving
@@ -121,11 +154,10 @@ class PolicyServer:
             return error_message(f"inference failed: {type(exc).__name__}: {exc}", request_id)
         self.counts["chunks"] += 1
         timing["decode_ms"] = (decoded - received) * 1e3
-        reply = {"type": "chunk", "id": request_id, "actions": actions, "timing": timing}
         started = time.perf_counter()
-        pack(reply)  # timed once, then packed again with its own encode time
+        encoded = encode_array(actions)  # the bulk of the reply; packed once, not twice to time it
         timing["encode_ms"] = (time.perf_counter() - started) * 1e3
-        return pack(reply)
+        return pack({"type": "chunk", "id": request_id, "actions": encoded, "timing": timing})
 
     def _health(self) -> dict[str, Any]:
         return {
@@ -135,25 +167,39 @@ class PolicyServer:
             "server": {"version": __version__, "max_message_bytes": self.max_message_bytes, **self.counts},
         }
 
-    async def _batcher(self) -> None:
-        """Take every waiting request, group by shape, run one forward per group off the event loop."""
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
+    def _infer_forever(self) -> None:
+        """The inference thread: take every waiting request, group by shape, one forward per group.
+
+        Requests that arrive while a forward runs wait in the queue and are batched into the next one.
+        ``infer_ms`` is the time of the forward itself (stacking, ``predict_chunks``, output checks),
+        measured in this thread: hand-offs between the event loop and this thread are not in it.
+        """
         while True:
-            jobs = [await self._queue.get()]
-            while len(jobs) < self.max_batch and not self._queue.empty():
-                jobs.append(self._queue.get_nowait())
+            first = self._jobs.get()
+            if first is None:
+                return
+            jobs = [first]
+            while len(jobs) < self.max_batch:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self._jobs.put(None)  # finish this batch, then stop
+                    break
+                jobs.append(job)
             groups: defaultdict[tuple[Any, ...], list[_Job]] = defaultdict(list)
             for job in jobs:
                 groups[(job.single_frame, batch_signature(job.observation))].append(job)
             for group in groups.values():
                 started = time.perf_counter()
                 try:
-                    chunks = await loop.run_in_executor(self._pool, self._predict, group)
-                except Exception as exc:
+                    chunks = self._predict(group)
+                except BaseException as exc:  # fails this group only; the thread keeps serving
+                    if not isinstance(exc, Exception):
+                        exc = RuntimeError(f"{type(exc).__name__}: {exc}")
                     for job in group:
-                        if not job.future.done():
-                            job.future.set_exception(exc)
+                        self._settle(job, None, exc)
                     continue
                 infer_ms = (time.perf_counter() - started) * 1e3
                 for job, chunk in zip(group, chunks, strict=True):
@@ -162,8 +208,12 @@ class PolicyServer:
                         "infer_ms": infer_ms,
                         "batch_size": len(group),
                     }
-                    if not job.future.done():
-                        job.future.set_result((chunk, timing))
+                    self._settle(job, (chunk, timing), None)
+
+    @staticmethod
+    def _settle(job: _Job, result: Any, exc: BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed (server stopping)
+            job.loop.call_soon_threadsafe(_resolve, job.future, result, exc)
 
     def _predict(self, group: list[_Job]) -> np.ndarray:
         batch = stack_batch([job.observation for job in group], group[0].single_frame)
