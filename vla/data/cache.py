@@ -92,9 +92,6 @@ class ChunkCache:
             self._ghost_bytes -= self._ghosts.popitem(last=False)[1]
         return chunk
 
-    def __contains__(self, key: tuple[str, int]) -> bool:
-        return key in self._chunks
-
 
 class _Arena:
     """Slots for decoded chunks of one shape and dtype, all rows of one array.

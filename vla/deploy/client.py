@@ -235,9 +235,7 @@ class PolicyClient:
 
     def infer(self, observation: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, float]]:
         """The action chunk (H, A) for ``observation`` and the server's timing (ms)."""
-        request_id = next(self._ids)
-        self._send({"type": "infer", "id": request_id, "observation": dict(observation)}, wait=True)
-        return self.receive_chunk(request_id)
+        return self.receive_chunk(self._send_infer(observation, wait=True))
 
     def send_infer(self, observation: Mapping[str, Any]) -> int:
         """Send an ``infer`` request and return its id at once; :meth:`receive_chunk` gets the reply.
@@ -245,8 +243,11 @@ class PolicyClient:
         Never waits on the network: what the socket does not take at once is written by
         :meth:`receive_chunk` (so a control loop can send from its own thread and read in another).
         """
+        return self._send_infer(observation, wait=False)
+
+    def _send_infer(self, observation: Mapping[str, Any], *, wait: bool) -> int:
         request_id = next(self._ids)
-        self._send({"type": "infer", "id": request_id, "observation": dict(observation)}, wait=False)
+        self._send({"type": "infer", "id": request_id, "observation": dict(observation)}, wait=wait)
         return request_id
 
     def receive_chunk(self, request_id: int) -> tuple[np.ndarray, dict[str, float]]:

@@ -88,15 +88,20 @@ class ConvStemEncoder(nn.Module):
             self.convs.append(nn.Conv2d(channels, out, 3, stride=2, padding=1))
             self.norms.append(nn.GroupNorm(1, out))
             if self.films is not None:
-                film = nn.Linear(config.n_embd, 2 * out)
-                nn.init.zeros_(film.weight)
-                nn.init.zeros_(film.bias)
-                self.films.append(film)
+                self.films.append(nn.Linear(config.n_embd, 2 * out))
             channels = out
         self.out = nn.Conv2d(channels, config.n_embd, 1)
         self.act = nn.GELU()
         self.pos = nn.Parameter(torch.randn(1, grid * grid, config.n_embd) * 0.02)
         self.num_tokens = grid * grid
+        self.reset_film()
+
+    def reset_film(self) -> None:
+        """Zero the FiLM maps: scale 1 and shift 0 for every instruction (the unconditioned stem).
+        :class:`vla.model.model.VLA` calls it again after its own weight initialization."""
+        for film in self.films or ():
+            nn.init.zeros_(film.weight)
+            nn.init.zeros_(film.bias)
 
     def forward(self, images: Tensor, condition: Tensor | None = None) -> Tensor:
         """(N, 3, H, W) in [0, 1] and, with FiLM, one instruction vector per image (N, n_embd)."""

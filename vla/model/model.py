@@ -166,8 +166,8 @@ class VLA(nn.Module):
         for block in self.blocks:
             for linear in (block.attn.proj, block.mlp[2]):
                 nn.init.normal_(linear.weight, std=0.02 / (2 * config.n_layer) ** 0.5)
-        for film in getattr(self.vision, "films", None) or ():  # FiLM starts as the identity
-            nn.init.zeros_(film.weight)
+        if config.film:  # FiLM starts as the identity (the generic init above drew its weights)
+            self.vision.reset_film()
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
