@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import subprocess
 import sys
 import threading
@@ -251,11 +252,15 @@ def test_client_times_out_and_fragmented_replies_are_joined() -> None:
     finally:
         handle.stop()
     client = PolicyClient.__new__(PolicyClient)
-    client._fragments = []
+    client._fragments, client._pending = [], collections.deque()
     from websockets.frames import Frame, Opcode
 
     events = [Frame(Opcode.PING, b""), Frame(Opcode.BINARY, b"ab", fin=False), Frame(Opcode.CONT, b"c")]
     assert client._message(events) == b"abc"
+    # Two replies in one read (a late reply and the awaited one arrive together): neither is lost.
+    assert client._message([Frame(Opcode.BINARY, b"late"), Frame(Opcode.BINARY, b"now")]) == b"late"
+    assert client._message([]) == b"now"
+    assert client._message([]) is None
 
 
 def test_server_stop_ends_the_inference_thread() -> None:

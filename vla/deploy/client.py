@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import socket
@@ -68,6 +69,7 @@ class PolicyClient:
         self._lock = threading.Lock()  # one user of the socket at a time: a request or the keepalive
         self._closed = threading.Event()
         self._fragments: list[bytes] = []
+        self._pending: collections.deque[bytes | str] = collections.deque()  # complete, not yet read
         self._awaiting: int | None = None  # the id of the request whose reply is due (-1: no id)
         self._unsent = memoryview(b"")  # the part of that request the socket did not take at once
         self._deadline = 0.0
@@ -138,15 +140,19 @@ class PolicyClient:
                 raise InvalidHandshake(f"{self.url}: the server did not complete the WebSocket handshake")
 
     def _message(self, events: list[Any]) -> bytes | str | None:
-        """The first complete data message among ``events`` (fragments are joined)."""
+        """The next complete data message: the oldest one not yet handed out, ``events`` included.
+
+        Every complete message among ``events`` is kept (fragments are joined): one read can hold
+        several replies, e.g. the late reply of a timed-out request and the reply now awaited.
+        """
         for event in events:
             if not isinstance(event, Frame) or event.opcode not in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
                 continue  # pings are answered by the protocol; a close shows up as an EOF
             self._fragments.append(bytes(event.data))
             if event.fin:
                 data, self._fragments = b"".join(self._fragments), []
-                return data.decode() if event.opcode is Opcode.TEXT else data
-        return None
+                self._pending.append(data.decode() if event.opcode is Opcode.TEXT else data)
+        return self._pending.popleft() if self._pending else None
 
     def _send(self, message: dict[str, Any], *, wait: bool) -> None:
         """Put ``message`` on the wire; the reply is read by :meth:`_receive` (one request at a time).
@@ -191,7 +197,7 @@ class PolicyClient:
             try:
                 self._write_unsent()
                 while True:
-                    raw = None
+                    raw = self._message([])  # a message an earlier read already brought
                     while raw is None:
                         raw = self._message(self._feed(self._deadline))
                     reply = unpack(raw, self.max_message_bytes)
@@ -221,7 +227,8 @@ class PolicyClient:
                     continue  # a reply is due: the request reads it (and the pings before it)
                 if self._closed.is_set() or self._protocol.state is not State.OPEN:
                     return
-                self._message(self._feed(None))  # nothing is awaited now: a stray message is dropped
+                self._message(self._feed(None))  # nothing is awaited now: stray messages are dropped
+                self._pending.clear()
             except Exception:  # the connection is gone; the next request reports it
                 return
             finally:
