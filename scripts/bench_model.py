@@ -6,12 +6,15 @@ For each policy size (``policies/<name>.yaml``) it measures, side by side in one
 - inference latency of one action chunk at batch 1 (p50, p99) with the KV cache and without it
   (the uncached reference re-runs the full sequence per token), and their ratio, for the number of
   tokens the binning tokenizer needs and the mean number FAST needs;
-- action tokens per chunk, binning vs FAST, on synthetic smooth chunks or on a trajectory store.
+- action tokens per chunk, binning vs FAST, on synthetic smooth chunks or on a trajectory store;
+- with ``--precision``, the cached latency at each inference precision (``fp32``, ``bf16``, ``int8``:
+  bf16 prefix + int8 weight-only decode steps, see vla.model.inference_weights), as a ratio to fp32.
 
     .venv/bin/python scripts/bench_model.py                      # tiny and small on the CPU
     .venv/bin/python scripts/bench_model.py --models tiny --threads 1
     .venv/bin/python scripts/bench_model.py --device cuda --models tiny small base
     .venv/bin/python scripts/bench_model.py --store data/tabletop_demo.zarr
+    .venv/bin/python scripts/bench_model.py --models small --precision fp32 bf16 int8 --threads 2
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ def train_throughput(model: VLA, config: VLAConfig, tokens: int, args, device) -
 
 
 def latency_ms(
-    model: VLA, config: VLAConfig, tokens: int, use_cache: bool, repeats: int, device
+    model: VLA, config: VLAConfig, tokens: int, use_cache: bool, repeats: int, device, precision: str = "fp32"
 ) -> tuple[list[float], list[float]]:
     """Wall-clock and process CPU milliseconds per chunk (CPU time stays meaningful on a busy host)."""
     model.eval()
@@ -123,7 +126,7 @@ def latency_ms(
     for i in range(repeats + warmup):
         sync(device)
         start, start_cpu = time.perf_counter(), time.process_time()
-        model.generate(obs, tokens, use_cache=use_cache)
+        model.generate(obs, tokens, use_cache=use_cache, precision=precision)
         sync(device)
         if i >= warmup:
             wall.append((time.perf_counter() - start) * 1e3)
@@ -151,6 +154,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30, help="chunks timed per configuration (cached)")
     parser.add_argument("--uncached-repeats", type=int, default=5, help="0 skips the uncached reference")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument(
+        "--precision", nargs="+", default=["fp32"], help="inference precisions to time (fp32 bf16 int8)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -193,6 +199,12 @@ def main() -> None:
                 line += (f" | no cache p50 {percentile(uncached, 50):.2f} ms p99 {percentile(uncached, 99):.2f} ms "
                          f"(CPU time p50 {percentile(uncached_cpu, 50):.2f} ms) | cache speed-up {ratio:.1f}x")  # fmt: skip
             print(line)
+            fp32_p50 = percentile(cached, 50)
+            for precision in (p for p in args.precision if p != "fp32"):
+                low, low_cpu = latency_ms(model, config, tokens, True, args.repeats, device, precision)
+                print(f"[{name}] chunk latency, batch 1, {tokens} {label} tokens, {precision}: KV cache p50 "
+                      f"{percentile(low, 50):.2f} ms p99 {percentile(low, 99):.2f} ms (CPU time p50 "
+                      f"{percentile(low_cpu, 50):.2f} ms) | {fp32_p50 / percentile(low, 50):.1f}x fp32")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -134,3 +134,16 @@ def test_broken_checkpoints_are_named(run_dir: Path, tmp_path: Path) -> None:
         load_policy(broken, device="cpu")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_policy(tmp_path / "nothing", device="cpu")
+
+
+def test_precision_choice_is_honoured_or_refused(run_dir: Path) -> None:
+    from vla.evaluation.loaders import load_eval_policy
+
+    int8 = load_policy(run_dir, device="cpu", precision="int8")
+    assert int8.precision == "int8" and load_policy(run_dir, device="cpu").precision == "fp32"
+    chunk = int8.predict_chunk(_frame())
+    assert chunk.shape == (4, 3) and chunk.dtype == np.float32 and np.isfinite(chunk).all()
+    with pytest.raises(ValueError, match="precision must be one of"):
+        load_policy(run_dir, device="cpu", precision="fp8")
+    with pytest.raises(ValueError, match="scripted"):
+        load_eval_policy("scripted", None, "cpu", "int8")

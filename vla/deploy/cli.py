@@ -1,7 +1,7 @@
 """``vla deploy``: run a policy on a robot in a fixed-rate control loop.
 
     vla deploy checkpoint=<dir> robot=sim env=<config> task=<task> hz=50 [episodes=1] [seed=...]
-               [server=ws://host:port] [replan_every=8] [prefetch=auto] [temporal_ensemble=M]
+               [server=ws://host:port] [device=auto] [precision=auto|fp32|bf16|int8] [replan_every=8] [prefetch=auto] [temporal_ensemble=M]
                [max_delta=X] [watchdog_observation_ms=100] [watchdog_plan_ms=1000] [stats=deploy_stats.json]
 
 ``checkpoint`` may be a ``vla train`` checkpoint, a lerobot ``pretrained_model`` folder or a ``vla
@@ -31,7 +31,8 @@ from vla.policies.executor import ChunkExecutor
 
 DEFAULTS: dict[str, Any] = {
     "checkpoint": None, "robot": "sim", "task": None, "hz": 50.0, "episodes": 1, "seed": None,
-    "max_steps": None, "server": None, "device": "auto", "replan_every": 8, "prefetch": "auto",
+    "max_steps": None, "server": None, "device": "auto", "precision": "auto", "replan_every": 8,
+    "prefetch": "auto",
     "temporal_ensemble": None, "max_delta": None, "watchdog_observation_ms": 100.0,
     "watchdog_plan_ms": 1000.0, "stats": "deploy_stats.json", "status": True,
 }  # fmt: skip
@@ -79,7 +80,7 @@ def _requester(cfg: Any) -> tuple[Any, int, int]:
         raise SystemExit("vla deploy: give checkpoint=<dir> (in-process inference) or server=ws://host:port")
     from vla.deploy.sources import load_deploy_policy
 
-    policy = load_deploy_policy(str(cfg.checkpoint), device=str(cfg.device))
+    policy = load_deploy_policy(str(cfg.checkpoint), device=str(cfg.device), precision=str(cfg.precision))
     return ThreadedInference(policy.predict_chunk), int(policy.spec.n_obs_steps), int(policy.spec.chunk_size)
 
 

@@ -273,12 +273,13 @@ def _parse(argv: Sequence[str]) -> dict[str, str]:
             raise SystemExit(f"vla serve: argument {arg!r} is not key=value")
         key, value = arg.split("=", 1)
         options[key] = value
-    unknown = set(options) - {"checkpoint", "port", "host", "device", "max_size", "max_batch"}
+    unknown = set(options) - {"checkpoint", "port", "host", "device", "precision", "max_size", "max_batch"}
     if unknown:
         raise SystemExit(f"vla serve: unknown arguments {sorted(unknown)}")
     if "checkpoint" not in options:
         raise SystemExit(
-            "usage: vla serve checkpoint=<dir> [port=8765] [host=127.0.0.1] [device=auto] [max_size=BYTES]"
+            "usage: vla serve checkpoint=<dir> [port=8765] [host=127.0.0.1] [device=auto] "
+            "[precision=auto|fp32|bf16|int8] [max_size=BYTES]"
         )
     return options
 
@@ -288,7 +289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = _parse(list(argv or []))
     from vla.deploy.sources import load_deploy_policy
 
-    policy = load_deploy_policy(options["checkpoint"], device=options.get("device", "auto"))
+    policy = load_deploy_policy(
+        options["checkpoint"],
+        device=options.get("device", "auto"),
+        precision=options.get("precision", "auto"),
+    )
     server = PolicyServer(
         policy,
         max_message_bytes=int(options.get("max_size", DEFAULT_MAX_MESSAGE_BYTES)),

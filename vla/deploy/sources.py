@@ -19,15 +19,17 @@ from pathlib import Path
 from typing import Any
 
 
-def _load_exported(source: str | None, device: str) -> Any:
+def _load_exported(source: str | None, device: str, precision: str = "auto") -> Any:
+    from vla.evaluation.loaders import only_auto_precision
     from vla.policies.export import load_exported_policy
 
+    only_auto_precision("exported", precision)
     if device not in ("auto", "cpu"):
         raise ValueError(f"exported policies run on the CPU; device={device!r} is not supported")
     return load_exported_policy(str(source))
 
 
-def _loaders() -> dict[str, Callable[[str | None, str], Any]]:
+def _loaders() -> dict[str, Callable[[str | None, str, str], Any]]:
     from vla.evaluation.loaders import POLICY_LOADERS
 
     return {
@@ -64,6 +66,6 @@ def policy_kind(path: str | os.PathLike[str]) -> str:
     return "checkpoint"
 
 
-def load_deploy_policy(path: str | os.PathLike[str], device: str = "auto") -> Any:
+def load_deploy_policy(path: str | os.PathLike[str], device: str = "auto", precision: str = "auto") -> Any:
     """The policy stored at ``path`` (any kind above), ready for ``predict_chunks`` / ``predict_chunk``."""
-    return _loaders()[policy_kind(path)](str(path), device)
+    return _loaders()[policy_kind(path)](str(path), device, precision)

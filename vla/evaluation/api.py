@@ -149,6 +149,7 @@ def evaluate(
         "checkpoint_resolved": str(resolved) if resolved is not None else None,
         "checkpoint_hash": weights_hash,
         "device": str(getattr(policy, "device", "cpu")),
+        "precision": getattr(policy, "precision", None),  # inference weights (vla checkpoints)
         "suite": env["suite"],
         "env": env,
         "tasks": selected,

@@ -2,7 +2,7 @@
 
     vla eval checkpoint=<dir> env=<config> [episodes_per_task=10] [phrasing=train|heldout|both]
              [replan_every=8] [temporal_ensemble=<m>] [num_envs=2] [videos=4] [out=<dir>] [device=auto]
-             [policy=checkpoint|scripted|lerobot] [max_steps=<n>] [progress=true] [env.<option>=<value> ...]
+             [precision=auto|fp32|bf16|int8] [policy=checkpoint|scripted|lerobot] [max_steps=<n>] [progress=true] [env.<option>=<value> ...]
 
 ``policy=scripted`` evaluates the suite's scripted expert (no checkpoint), an upper-bound reference.
 Tasks are the env config's ``tasks``; pick others with ``env.tasks=[name,...]``.
@@ -47,6 +47,7 @@ OPTIONS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "videos": (int, 4),
     "out": (str, None),
     "device": (str, "auto"),
+    "precision": (str, "auto"),
     "max_steps": (_optional_int, None),
     "progress": (_bool, True),
 }
@@ -93,7 +94,9 @@ def main(argv: Sequence[str]) -> int:
         print(f"vla eval: {exc}", file=sys.stderr)
         return 2
     out = options["out"] or _default_out(options["policy"], str(env_cfg.get("name", env_cfg["suite"])))
-    policy = load_eval_policy(options["policy"], options["checkpoint"], options["device"])
+    policy = load_eval_policy(
+        options["policy"], options["checkpoint"], options["device"], options["precision"]
+    )
     report = evaluate(
         policy,
         env_cfg,

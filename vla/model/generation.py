@@ -10,8 +10,9 @@ forward pass for every token; it exists as the reference the cache is tested and
 At batch 1 on a CPU a decode step is bound by per-op overhead, not arithmetic (a 1x128 by 128x384
 matmul is a few microseconds). So the one-token step does not go through the modules: it calls the
 kernels directly on 2-D activations with weights pre-transposed for ``addmm`` (measured on the
-2-core CPU: 0.50 -> 0.35 ms per token for ``tiny``). The transposed copies are kept per model and
-rebuilt whenever a weight changes (its version counter moves), so training in between is safe.
+2-core CPU: 0.50 -> 0.35 ms per token for ``tiny``). Those matrices, and the bf16 or int8 copies
+``precision`` asks for, come from :mod:`vla.model.inference_weights`, which keeps them per model and
+rebuilds them whenever a weight changes, so training in between is safe.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from vla.model.inference_weights import Prepared, StepWeights, check_precision, prepare
 
 if TYPE_CHECKING:
     from vla.model.model import VLA
@@ -71,6 +74,7 @@ def generate(
     pad_token: int | None = None,
     suppress_tokens: list[int] | None = None,
     return_logits: bool = False,
+    precision: str = "fp32",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """See :meth:`vla.model.model.VLA.generate`."""
     config = model.config
@@ -79,6 +83,7 @@ def generate(
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     device = next(model.parameters()).device
+    check_precision(precision, device)
     suppress = None
     if suppress_tokens:
         suppress = torch.tensor(sorted(set(suppress_tokens)), dtype=torch.long, device=device)
@@ -87,8 +92,15 @@ def generate(
     if was_training:  # generation never uses dropout; toggling walks every module, so only when needed
         model.eval()
     try:
+        weights = prepare(model, precision)  # the model itself at fp32, else a cached copy
+        if weights.dtype != torch.float32:
+            obs = {k: v.to(weights.dtype) if v.is_floating_point() else v for k, v in obs.items()}
         with torch.inference_mode():  # cheaper than no_grad: no version counters or views tracked
-            step = _CachedDecoder(model, obs, num_tokens) if use_cache else _UncachedDecoder(model, obs)
+            step = (
+                _CachedDecoder(weights, obs, num_tokens)
+                if use_cache
+                else _UncachedDecoder(weights.model, obs)
+            )
             tokens, logits = _decode(step, num_tokens, sampling, return_logits, config.action_vocab_size)
     finally:
         if was_training:
@@ -105,14 +117,14 @@ def _decode(
     vocab_size: int,
 ) -> tuple[Tensor, Tensor | None]:
     """The token loop shared by both decoders: tokens (B, num_tokens) and, if asked, their logits."""
-    logits = step.first()
+    logits = step.first().float()  # sampling in fp32 whatever the precision the model ran at
     B, device = logits.shape[0], logits.device
     tokens = torch.full((B, num_tokens), sampling.fill, dtype=torch.long, device=device)
     all_logits = torch.zeros(B, num_tokens, vocab_size, device=device) if return_logits else None
     done = torch.zeros(B, dtype=torch.bool, device=device) if sampling.eos_token is not None else None
     for i in range(num_tokens):
         if i:
-            logits = step.next(tokens[:, i - 1 : i], i)
+            logits = step.next(tokens[:, i - 1 : i], i).float()
         logits, chosen = sampling.pick(logits)
         if done is not None:
             chosen = torch.where(done, torch.full_like(chosen, sampling.fill), chosen)
@@ -144,8 +156,9 @@ class _UncachedDecoder:
 class _CachedDecoder:
     """Prefill once into preallocated per-layer key/value buffers (B, S_max, 2D), then one token per step."""
 
-    def __init__(self, model: VLA, obs: dict[str, Tensor], num_tokens: int):
-        self.model = model
+    def __init__(self, weights: Prepared, obs: dict[str, Tensor], num_tokens: int):
+        self.model = weights.model
+        self.weights = weights
         self.obs = obs
         self.num_tokens = num_tokens
 
@@ -154,7 +167,6 @@ class _CachedDecoder:
         prefix, rank, valid = model.embed_prefix(self.obs)
         B, P, _ = prefix.shape
         self.prefix_len = P
-        self.step_weights = _step_weights(model)
         total = P + self.num_tokens  # prefix + BOS + the first num_tokens - 1 tokens fed back
         self.caches = list(prefix.new_empty(c.n_layer, B, total, 2 * c.n_embd).unbind(0))
         x = torch.cat([prefix, model.bos_embedding(B)], dim=1)
@@ -174,68 +186,26 @@ class _CachedDecoder:
         x = model.embed_actions(last_token, i)[:, 0]  # (B, D)
         position = self.prefix_len + i
         mask = None if self.key_mask is None else self.key_mask[..., : position + 1]
-        for layer, cache in zip(self.step_weights, self.caches, strict=True):
+        w = self.weights
+        for layer, cache in zip(w.steps, self.caches, strict=True):
             x = _step_layer(layer, x, cache, position, mask)
-        return model.head(model.ln_f(x))
+        return w.head(F.layer_norm(x, x.shape[-1:], *w.ln_f))
 
 
-@dataclass(frozen=True)
-class _StepWeights:
-    """One block's parameters laid out for a one-token step: matrices as (in, out) for ``addmm``."""
-
-    n_head: int
-    ln1: tuple[Tensor, Tensor, float]
-    qkv: tuple[Tensor, Tensor]
-    proj: tuple[Tensor, Tensor]
-    ln2: tuple[Tensor, Tensor, float]
-    fc: tuple[Tensor, Tensor]
-    out: tuple[Tensor, Tensor]
-
-
-def _step_weights(model: VLA) -> list[_StepWeights]:
-    """The model's blocks as :class:`_StepWeights`, cached until any of their parameters changes."""
-    params = [p for block in model.blocks for p in block.parameters()]
-    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-    cached = model.__dict__.get("_step_weights_cache")
-    if cached is not None and cached[0] == key:
-        return cached[1]
-
-    def matrix(linear: torch.nn.Linear) -> tuple[Tensor, Tensor]:
-        return linear.weight.detach().t().contiguous(), linear.bias.detach()
-
-    def norm(ln: torch.nn.LayerNorm) -> tuple[Tensor, Tensor, float]:
-        return ln.weight.detach(), ln.bias.detach(), ln.eps
-
-    layers = [
-        _StepWeights(
-            block.attn.n_head,
-            norm(block.ln1),
-            matrix(block.attn.qkv),
-            matrix(block.attn.proj),
-            norm(block.ln2),
-            matrix(block.mlp[0]),
-            matrix(block.mlp[2]),
-        )  # fmt: skip
-        for block in model.blocks
-    ]
-    model.__dict__["_step_weights_cache"] = (key, layers)  # not a module attribute: never saved
-    return layers
-
-
-def _step_layer(w: _StepWeights, x: Tensor, cache: Tensor, position: int, mask: Tensor | None) -> Tensor:
+def _step_layer(w: StepWeights, x: Tensor, cache: Tensor, position: int, mask: Tensor | None) -> Tensor:
     """:class:`vla.model.model.Block` for one token ``x`` (B, D) at ``position``, writing its key and
     value into ``cache`` (B, S_max, 2D); the same arithmetic as the module path (a test checks)."""
     B, D = x.shape
     H = w.n_head
     h = F.layer_norm(x, (D,), w.ln1[0], w.ln1[1], w.ln1[2])
-    qkv = torch.addmm(w.qkv[1], h, w.qkv[0])
+    qkv = w.qkv(h)
     cache[:, position] = qkv[:, D:]
     kv = cache[:, : position + 1]
     q = qkv[:, :D].view(B, H, 1, D // H)
     k = kv[..., :D].view(B, -1, H, D // H).transpose(1, 2)
     v = kv[..., D:].view(B, -1, H, D // H).transpose(1, 2)
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    x = torch.addmm(w.proj[1], y.view(B, D), w.proj[0]).add_(x)
+    x = w.proj(y.view(B, D)).add_(x)
     h = F.layer_norm(x, (D,), w.ln2[0], w.ln2[1], w.ln2[2])
-    h = F.gelu(torch.addmm(w.fc[1], h, w.fc[0]), approximate="tanh")
-    return torch.addmm(w.out[1], h, w.out[0]).add_(x)
+    h = F.gelu(w.fc(h), approximate="tanh")
+    return w.out(h).add_(x)

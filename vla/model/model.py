@@ -321,17 +321,20 @@ class VLA(nn.Module):
         pad_token: int | None = None,
         suppress_tokens: list[int] | None = None,
         return_logits: bool = False,
+        precision: str = "fp32",
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Decode ``num_tokens`` action tokens (B, num_tokens); greedy when ``temperature == 0``.
 
         ``suppress_tokens`` are never produced; once every row has produced ``eos_token`` decoding
         stops and the rest is ``pad_token``. With ``return_logits`` also returns the (processed)
-        logits of every step (B, num_tokens, V). See :mod:`vla.model.generation`.
+        logits of every step (B, num_tokens, V). ``precision`` ("fp32", "bf16", or "int8": bf16
+        prefix and int8 weight-only decode steps, CPU only) runs a cached low-precision copy of the
+        weights (:mod:`vla.model.inference_weights`). See :mod:`vla.model.generation`.
         """
         from vla.model.generation import generate
 
         return generate(self, obs, num_tokens, temperature, top_k, use_cache, generator, eos_token, pad_token,
-                        suppress_tokens, return_logits)  # fmt: skip
+                        suppress_tokens, return_logits, precision)  # fmt: skip
 
 
 def _require(obs: dict[str, Tensor], key: str, ndim: int) -> Tensor:

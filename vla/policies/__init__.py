@@ -14,7 +14,7 @@ def load_policy(checkpoint: Any, device: str = "auto", **options: Any) -> Policy
     """Load a trained checkpoint (or run) directory as a :class:`~vla.policies.runtime.Policy`.
 
     ``options`` go to :func:`vla.policies.runtime.load_policy` (``replan_every``,
-    ``temporal_ensemble``, ``max_age_s``, ``use_ema``).
+    ``temporal_ensemble``, ``max_age_s``, ``use_ema``, ``precision``).
     """
     from vla.policies.runtime import load_policy as _load
 

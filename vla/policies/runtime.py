@@ -80,8 +80,10 @@ class Policy:
         replan_every: int | None = None,
         temporal_ensemble: float | None = None,
         max_age_s: float | None = None,
+        precision: str = "auto",
     ) -> None:
         self.model = model.eval()
+        self.precision = resolve_precision(precision, device)
         self.spec = spec
         self.normalizer = normalizer
         self.action_tokenizer = action_tokenizer
@@ -119,8 +121,10 @@ class Policy:
         obs = to_model_inputs(prepared, self.device)
         options = self.action_tokenizer.generation_options()
         num_tokens = options.pop("num_tokens")
-        with _autocast(self.device):
-            tokens = self.model.generate(obs, num_tokens, temperature=0.0, use_cache=True, **options)
+        with _autocast(self.device, self.precision):
+            tokens = self.model.generate(
+                obs, num_tokens, temperature=0.0, use_cache=True, precision=self.precision, **options
+            )
         normalized, report = self.action_tokenizer.decode(tokens.cpu())
         self.decode_errors += int(report.repaired) + len(report.rejected)
         actions = self.normalizer.unnormalize(ACTION_KEY, normalized.astype(np.float32))
@@ -200,9 +204,25 @@ def _fit_history(arrays: dict[str, np.ndarray], n_obs_steps: int) -> tuple[dict[
     return padded, is_pad
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA (as in training); plain float32 elsewhere."""
-    if device.type == "cuda":
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "int8")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``fp32`` (on CUDA that runs under bf16 autocast, as training does); the others
+    are :data:`vla.model.inference_weights.PRECISIONS`, checked against ``device``."""
+    from vla.model.inference_weights import check_precision
+
+    if precision == "auto":
+        return "fp32"
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {list(PRECISION_CHOICES)}, got {precision!r}")
+    check_precision(precision, device)
+    return precision
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA for fp32 weights (as in training); nothing else is autocast."""
+    if device.type == "cuda" and precision == "fp32":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -248,12 +268,16 @@ def load_policy(
     temporal_ensemble: float | None = None,
     max_age_s: float | None = None,
     use_ema: bool = True,
+    precision: str = "auto",
 ) -> Policy:
     """Load a checkpoint (or a run directory: its latest checkpoint) as a :class:`Policy`.
 
     ``device="auto"`` picks CUDA when available. ``replan_every`` (default: the chunk size) and
     ``temporal_ensemble`` configure :meth:`Policy.act`; ``max_age_s`` refuses observations whose
     ``timestamp`` is older. ``use_ema=False`` loads the raw training weights instead of the EMA ones.
+    ``precision`` picks the inference weights: ``auto`` (fp32; bf16 autocast on CUDA), ``fp32``,
+    ``bf16``, or ``int8`` (CPU: bf16 prefix, int8 weight-only decode steps; see
+    :mod:`vla.model.inference_weights` and the README's model benchmark for speed and agreement).
     """
     from vla.model.model import VLA
 
@@ -274,4 +298,5 @@ def load_policy(
     return Policy(
         model, spec, normalizer, action_tokenizer, text_tokenizer, device=torch_device,
         replan_every=replan_every, temporal_ensemble=temporal_ensemble, max_age_s=max_age_s,
+        precision=precision,
     )  # fmt: skip

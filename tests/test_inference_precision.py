@@ -1,0 +1,101 @@
+"""Low-precision inference weights: int8 quantization, bf16/int8 decoding against fp32, caching, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_model import model_and_inputs
+
+from vla.model.inference_weights import PRECISIONS, StepLinear, check_precision, prepare, quantize_int8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_int8_quantization_is_within_half_a_step_per_row():
+    weight = torch.randn(48, 32) * torch.linspace(0.01, 3.0, 48)[:, None]  # rows of very different scales
+    q, scales = quantize_int8(weight)
+    assert q.dtype == torch.int8 and q.shape == weight.shape and scales.shape == (48,)
+    assert int(q.abs().max()) <= 127
+    error = (q.float() * scales[:, None] - weight).abs()
+    assert torch.all(error <= scales[:, None] / 2 + 1e-7)
+
+
+def test_int8_step_linear_multiplies_by_the_dequantized_weight():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 40)
+    q, scales = quantize_int8(layer.weight)
+    x = torch.randn(3, 64)
+    step = StepLinear(q, layer.bias.detach().bfloat16(), scales.bfloat16())
+    expected = x @ (q.float() * scales[:, None]).t() + layer.bias.detach()
+    torch.testing.assert_close(step(x.bfloat16()).float(), expected, atol=0.05, rtol=0.02)
+    plain = StepLinear(layer.weight.detach().t().contiguous(), layer.bias.detach())
+    torch.testing.assert_close(plain(x), layer(x).detach())
+
+
+def peaked_model(seed: int):
+    """A model whose logits are far apart (as after training), so greedy choices are well defined."""
+    model, config, obs, tokens = model_and_inputs(seed=seed, vision_encoder="conv", film=True)
+    with torch.no_grad():
+        model.head.weight.mul_(40.0)
+    return model, config, obs, tokens
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_low_precision_decoding_tracks_fp32(precision):
+    model, config, obs, _ = peaked_model(seed=5)
+    n = config.max_action_tokens
+    reference, reference_logits = model.generate(obs, n, return_logits=True)
+    tokens, logits = model.generate(obs, n, return_logits=True, precision=precision)
+    assert logits.dtype == torch.float32 and tokens.shape == reference.shape
+    scale = float(reference_logits.abs().max())
+    # Up to the first differing token both decoders saw the same history: their logits stay close ...
+    differs = (tokens != reference).any(0)
+    first_disagreement = int(differs.float().argmax()) if bool(differs.any()) else n
+    close = logits[:, :first_disagreement] - reference_logits[:, :first_disagreement]
+    assert first_disagreement > 0 and float(close.abs().max()) < 0.05 * scale
+    # ... and the greedy tokens agree almost everywhere.
+    assert float((tokens == reference).float().mean()) >= 0.9
+
+
+def test_bf16_cached_decoding_equals_its_uncached_forward():
+    model, config, obs, _ = peaked_model(seed=6)
+    n = config.max_action_tokens
+    cached, cached_logits = model.generate(obs, n, return_logits=True, precision="bf16")
+    plain, plain_logits = model.generate(obs, n, return_logits=True, precision="bf16", use_cache=False)
+    assert torch.equal(cached, plain)
+    scale = float(plain_logits.abs().max())
+    assert float((cached_logits - plain_logits).abs().max()) < 0.02 * scale
+
+
+def test_copies_follow_weight_updates_and_leave_the_model_untouched():
+    model, config, obs, tokens = model_and_inputs(seed=7)
+    keys = set(model.state_dict())
+    before = model.generate(obs, config.max_action_tokens, return_logits=True, precision="int8")[1]
+    first = prepare(model, "int8")
+    assert prepare(model, "int8") is first  # cached while nothing changes
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    model.train()
+    model.loss(obs, tokens).backward()  # the master still trains: fp32 and requires_grad
+    optimizer.step()
+    model.eval()
+    assert prepare(model, "int8") is not first
+    after = model.generate(obs, config.max_action_tokens, return_logits=True, precision="int8")[1]
+    assert not torch.allclose(before, after, atol=1e-3)
+    assert set(model.state_dict()) == keys
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in model.parameters())
+
+
+def test_unknown_or_unsupported_precision_is_refused():
+    model, config, obs, _ = model_and_inputs(seed=8)
+    with pytest.raises(ValueError, match="precision must be one of.*'fp16'"):
+        model.generate(obs, 2, precision="fp16")
+    with pytest.raises(ValueError, match="CPU"):
+        check_precision("int8", torch.device("cuda"))
+    for precision in PRECISIONS:
+        check_precision(precision, torch.device("cpu"))

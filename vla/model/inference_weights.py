@@ -1,0 +1,157 @@
+"""A model's weights laid out for decoding, at the precision asked for, cached per model.
+
+``generate`` reads the model through :func:`prepare`, which returns the module to run the prefix
+with and every block's matrices for the one-token step:
+
+- ``"fp32"``: the model itself; step matrices pre-transposed to (in, out) for ``addmm``.
+- ``"bf16"``: a bfloat16 copy of the model (prefix and steps in bf16). On CPUs with AMX (Sapphire
+  Rapids and later) the prefix's matrix products run about 4x faster than in fp32; a one-token
+  step does not (a matrix-vector product is bound by reading the weights, and oneDNN's bf16
+  GEMV is no faster than fp32 GEMV there).
+- ``"int8"``: the bf16 copy for the prefix, and weight-only int8 step matrices (symmetric, one
+  scale per output channel) multiplied by ``torch._weight_int8pack_mm``: a step reads a quarter
+  of the fp32 bytes. CPU only (the kernel this relies on is the CPU one).
+
+Everything derived is rebuilt whenever any parameter of the model changes (its storage or its
+version counter moves), so training between calls is safe, and is kept in the model's
+``__dict__``, never in its ``state_dict``. Measured figures: ``scripts/bench_model.py --precision``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from vla.model.model import VLA
+
+PRECISIONS = ("fp32", "bf16", "int8")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.bfloat16}
+_CACHE_ATTRIBUTE = "_inference_weights_cache"
+
+
+@dataclass(frozen=True)
+class StepLinear:
+    """One linear layer for a one-token step: ``x @ weight + bias``, or int8 ``weight`` with ``scales``."""
+
+    weight: Tensor  # (in, out) for addmm, or (out, in) int8 when scales is set
+    bias: Tensor | None
+    scales: Tensor | None = None  # (out,) per-channel dequantization scales of an int8 weight
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.scales is not None:
+            y = torch._weight_int8pack_mm(x, self.weight, self.scales)
+            return y if self.bias is None else y.add_(self.bias)
+        return torch.mm(x, self.weight) if self.bias is None else torch.addmm(self.bias, x, self.weight)
+
+
+@dataclass(frozen=True)
+class StepWeights:
+    """One block's parameters laid out for a one-token step."""
+
+    n_head: int
+    ln1: tuple[Tensor, Tensor, float]
+    qkv: StepLinear
+    proj: StepLinear
+    ln2: tuple[Tensor, Tensor, float]
+    fc: StepLinear
+    out: StepLinear
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What :func:`prepare` returns: the module to run, its float dtype, the blocks' step weights
+    and the output head's (a step's logits: ``head(layer_norm(x, *ln_f))``)."""
+
+    model: VLA
+    dtype: torch.dtype
+    steps: list[StepWeights]
+    ln_f: tuple[Tensor, Tensor, float]
+    head: StepLinear
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Raise ``ValueError`` naming the choices when ``precision`` is unknown or unsupported on ``device``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"precision 'int8' is a CPU decoding path; on {device.type} use 'bf16'")
+
+
+def prepare(model: VLA, precision: str = "fp32") -> Prepared:
+    """The model at ``precision`` with its step weights (built once, rebuilt after any weight change)."""
+    device = next(model.parameters()).device
+    check_precision(precision, device)
+    key = _parameter_key(model)
+    cache = model.__dict__.setdefault(_CACHE_ATTRIBUTE, {})
+    hit = cache.get(precision)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    # Built outside inference mode: the copies are ordinary tensors, whatever the caller runs under.
+    with torch.inference_mode(False), torch.no_grad():
+        runner = model if precision == "fp32" else _copy_as(model, _DTYPES[precision])
+        quantize = precision == "int8"
+        prepared = Prepared(
+            runner,
+            _DTYPES[precision],
+            [_block_steps(block, quantize) for block in runner.blocks],
+            _norm(runner.ln_f),
+            _linear(runner.head, quantize),
+        )
+    cache.clear()  # one precision at a time: a stale copy of a model that trains is only memory
+    cache[precision] = (key, prepared)
+    return prepared
+
+
+def _parameter_key(model: VLA) -> tuple:
+    return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in model.parameters())
+
+
+def _copy_as(model: VLA, dtype: torch.dtype) -> VLA:
+    """A deep copy in ``dtype`` and eval mode, without the master's derived caches."""
+    derived = model.__dict__.pop(_CACHE_ATTRIBUTE, None)
+    try:
+        clone = copy.deepcopy(model)
+    finally:
+        if derived is not None:
+            model.__dict__[_CACHE_ATTRIBUTE] = derived
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone.to(dtype).eval()
+
+
+def quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric per-output-channel int8: ``(q (out, in) int8, scales (out,))`` with
+    ``weight ~= q * scales[:, None]`` (error at most half a step, ``max|w_row| / 254``)."""
+    w = weight.detach().float()
+    scales = w.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+    q = torch.round(w / scales[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q.contiguous(), scales.to(weight.dtype)
+
+
+def _linear(layer: torch.nn.Linear, quantize: bool) -> StepLinear:
+    bias = None if layer.bias is None else layer.bias.detach()
+    if quantize:
+        q, scales = quantize_int8(layer.weight)
+        return StepLinear(q, bias, scales)
+    return StepLinear(layer.weight.detach().t().contiguous(), bias)
+
+
+def _norm(ln: torch.nn.LayerNorm) -> tuple[Tensor, Tensor, float]:
+    return ln.weight.detach(), ln.bias.detach(), ln.eps
+
+
+def _block_steps(block: torch.nn.Module, quantize: bool) -> StepWeights:
+    return StepWeights(
+        block.attn.n_head,
+        _norm(block.ln1),
+        _linear(block.attn.qkv, quantize),
+        _linear(block.attn.proj, quantize),
+        _norm(block.ln2),
+        _linear(block.mlp[0], quantize),
+        _linear(block.mlp[2], quantize),
+    )
