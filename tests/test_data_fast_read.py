@@ -211,3 +211,47 @@ def test_gather_is_exact_whatever_the_cache_holds(tmp_path, cache_bytes):
             np.testing.assert_array_equal(out, everything[rows], err_msg=name)
     largest = max(int(np.prod(store.array(f"data/{n}").chunks)) * 4 for n in ("observation.state",))
     assert frames.cache.nbytes <= max(cache_bytes, largest)  # one chunk always fits
+
+
+def _append_noise_episode(path, frames=300, seed=1):
+    rng = np.random.default_rng(seed)
+    store = TrajectoryStore.open(path, mode="a")
+    start = store.num_frames
+    with store, store.writer() as writer:
+        writer.start_episode("appended")
+        for i in range(frames):
+            frame = data_frame(start + i, i)
+            frame["observation.images.noise"] = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            frame["observation.images.black"] = np.zeros((16, 16, 3), np.uint8)
+            writer.add_frame(frame)
+        writer.commit_episode(True)
+
+
+def test_open_shards_keep_serving_committed_frames_after_a_rewrite(tmp_path):
+    """Readers keep shard files open: a rewrite by a later writer (by rename) must not change them."""
+    path = _mixed_store(tmp_path, frames=900)
+    dataset = TrajectoryDataset(path, SPEC, cache_bytes=1)  # every gather reads the files
+    indices = list(range(0, len(dataset), 3))
+    before = collate_windows(dataset.__getitems__(indices))
+    reader = dataset.source._readers["observation.images.noise"]
+    assert 0 < len(reader._open) <= chunks_module.OPEN_FILES
+    _append_noise_episode(path)  # rewrites the last, partly filled shard of every feature
+    _assert_same(collate_windows(dataset.__getitems__(indices)), before)
+    fresh = TrajectoryDataset(path, SPEC, cache_bytes=1)
+    assert len(fresh) == len(dataset) + 300
+    _assert_same(collate_windows(fresh.__getitems__(indices)), before)
+    reader.close()
+    assert not reader._open
+
+
+def test_corruption_of_an_open_shard_is_still_reported(tmp_path):
+    path = _mixed_store(tmp_path, frames=900)
+    dataset = TrajectoryDataset(path, SPEC, cache_bytes=1)
+    dataset[10]  # the shard is now open, its index read
+    shard = path / "data" / "observation.images.noise" / "c" / "0" / "0" / "0" / "0"
+    raw = bytearray(shard.read_bytes())
+    raw[300] ^= 0xFF
+    with open(shard, "r+b") as f:  # in place: the open descriptor sees the damage
+        f.write(raw)
+    with pytest.raises(StoreCorruptError, match=r"observation.images.noise.*frames 0\.\.255"):
+        dataset[10]

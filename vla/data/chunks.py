@@ -7,16 +7,20 @@ Blosc, CRC32C; images inside a sharding codec with its index at the end), so for
 straight into a numpy array. The format stays plain Zarr v3: any other pipeline, and fsspec
 (non-local) stores, go through zarr (:func:`chunk_reader` returns None for those).
 
-A concurrent writer replaces a shard file atomically; both reads use the same file descriptor,
-so they see one version of the file. A checksum mismatch is retried (a non-atomic rewrite can
-still be caught mid-way) and then raised as :class:`StoreCorruptError` naming the feature,
-the frames and the file.
+A concurrent writer replaces a shard file atomically, so an open file descriptor keeps reading one
+version of the file, and every version made after a reader opened holds the frames that reader
+may ask for (those committed then). So each shard is opened, and its index read and checked,
+once, and then serves all its chunks (measured: the open, ``fstat`` and index read per chunk cost
+as much Python time as the copy). A checksum mismatch closes the file and is retried on a fresh
+open (a non-atomic rewrite can still be caught mid-way), then raised as
+:class:`StoreCorruptError` naming the feature, the frames and the file.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +35,7 @@ READ_RETRIES = 4
 _PIECE_BYTES = 256 << 10  # raw chunks are read and checksummed in pieces of this size
 _INDEX_ENTRY_BYTES = 16  # (offset, nbytes) as little-endian uint64
 _EMPTY = np.uint64(2**64 - 1)
+OPEN_FILES = 32  # shard files each reader keeps open (least recently used closed first)
 _BLOSC_HEADER = 16  # Blosc 1 frame header: version, flags, typesize, nbytes, blocksize, cbytes
 _BLOSC_MEMCPYED = 0x02  # flag: the frame holds the raw bytes after the header  # index entry of a chunk that was never written (all fill value)
 
@@ -49,6 +54,10 @@ def _is_our_chunk_pipeline(codecs: list[dict]) -> bool:
     return endian == "little" or np.little_endian is False and endian == "big"
 
 
+class _Unreadable(Exception):
+    """A shard whose index cannot be trusted (too short, or its checksum fails)."""
+
+
 @dataclass
 class ChunkFileReader:
     """Decodes the read units (inner chunks when sharded) of one local zarr array of this store."""
@@ -61,6 +70,53 @@ class ChunkFileReader:
     chunks_per_file: int  # inner chunks per shard; 1 when the array is not sharded
     array: zarr.Array
     _buffer: bytearray = field(default_factory=bytearray, repr=False)  # reused: no fresh pages per read
+    # file number -> (descriptor, size, index entries or None when not sharded)
+    _open: OrderedDict[int, tuple[int, int, np.ndarray | None]] = field(
+        default_factory=OrderedDict, repr=False
+    )
+
+    def close(self) -> None:
+        """Close every shard file this reader holds open."""
+        while self._open:
+            os.close(self._open.popitem()[1][0])
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _forget(self, file_number: int) -> None:
+        handle = self._open.pop(file_number, None)
+        if handle is not None:
+            os.close(handle[0])
+
+    def _handle(self, file_number: int, path: Path) -> tuple[int, int, np.ndarray | None] | None:
+        """The open file, its size and its checked index; None if the index fails its checksum.
+        Raises FileNotFoundError for a shard never written."""
+        handle = self._open.get(file_number)
+        if handle is not None:
+            self._open.move_to_end(file_number)
+            return handle
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            entries = None
+            if self.chunks_per_file > 1:
+                index_bytes = self.chunks_per_file * _INDEX_ENTRY_BYTES + 4
+                if size < index_bytes:
+                    raise _Unreadable
+                raw = memoryview(os.pread(fd, index_bytes, size - index_bytes))
+                if not _crc_ok(raw):
+                    raise _Unreadable
+                entries = np.frombuffer(raw, dtype="<u8", count=2 * self.chunks_per_file).reshape(-1, 2)
+        except _Unreadable:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._open[file_number] = handle = (fd, size, entries)
+        while len(self._open) > OPEN_FILES:
+            os.close(self._open.popitem(last=False)[1][0])
+        return handle
 
     @property
     def chunk_frames(self) -> int:
@@ -128,29 +184,28 @@ class ChunkFileReader:
     def _read_once(self, index: int, out: np.ndarray | None) -> np.ndarray | None:
         """The decoded chunk, or None when a checksum does not match (caller retries)."""
         path = self._file(index)
+        file_number = index // self.chunks_per_file
         try:
-            fd = os.open(path, os.O_RDONLY)
+            handle = self._handle(file_number, path)
         except FileNotFoundError:
             return self._empty()  # zarr leaves chunks of pure fill value unwritten
-        try:
-            if self.chunks_per_file == 1:
-                return self._read_frame(fd, 0, os.fstat(fd).st_size, index, path, out)
-            index_bytes = self.chunks_per_file * _INDEX_ENTRY_BYTES + 4
-            size = os.fstat(fd).st_size
-            if size < index_bytes:
-                return None
-            raw = memoryview(os.pread(fd, index_bytes, size - index_bytes))
-            if not _crc_ok(raw):
-                return None
-            entries = np.frombuffer(raw, dtype="<u8", count=2 * self.chunks_per_file).reshape(-1, 2)
+        if handle is None:
+            return None
+        fd, size, entries = handle
+        if entries is None:
+            chunk = self._read_frame(fd, 0, size, index, path, out)
+        else:
             offset, nbytes = entries[index % self.chunks_per_file]
             if offset == _EMPTY and nbytes == _EMPTY:
                 return self._empty()
+            index_bytes = self.chunks_per_file * _INDEX_ENTRY_BYTES + 4
             if offset + nbytes > size - index_bytes:
-                return None
-            return self._read_frame(fd, int(offset), int(nbytes), index, path, out)
-        finally:
-            os.close(fd)
+                chunk = None
+            else:
+                chunk = self._read_frame(fd, int(offset), int(nbytes), index, path, out)
+        if chunk is None:
+            self._forget(file_number)  # the retry opens the file afresh
+        return chunk
 
     def read(self, index: int, out: np.ndarray | None = None) -> np.ndarray:
         """Read unit ``index`` (frames ``index * chunk_frames ...``), decoded, with its full shape.
