@@ -45,6 +45,18 @@ def write_data_episodes(store, lengths, instruction_prefix="task"):
             total += length
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny models: extra threads only add synchronization
+    (10x slower on a busy CPU). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def data_store_path(tmp_path):
     """A closed store of 4 tagged episodes (lengths 5, 9, 3, 7)."""

@@ -8,13 +8,7 @@ from test_model import model_and_inputs
 
 from vla.model.inference_weights import PRECISIONS, StepLinear, check_precision, prepare, quantize_int8
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_int8_quantization_is_within_half_a_step_per_row():

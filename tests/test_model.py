@@ -13,13 +13,7 @@ from vla.model.model import VLA, VLAConfig
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: extra threads only add synchronization (10x slower on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_config(**overrides) -> VLAConfig:
