@@ -239,16 +239,18 @@ def test_evaluate_checkpoint_records_hash_and_refuses_mismatched_features(
     (checkpoint / "policy.json").write_text("{}")
     loaded: list[tuple[str, str]] = []
 
-    def fake_load(path: Any, device: str = "auto") -> GoalSeeker:
-        loaded.append((str(path), device))
+    def fake_load(path: Any, device: str = "auto", precision: str = "auto") -> GoalSeeker:
+        loaded.append((str(path), device, precision))
         policy = GoalSeeker(n_obs_steps=1)
-        policy.decode_errors = 0
+        policy.decode_errors, policy.precision = 0, "int8"
         return policy
 
     monkeypatch.setattr(vla.policies, "load_policy", fake_load)
-    report = evaluate_checkpoint(checkpoint, ENV_CFG, device="cpu", tasks=["reach-right"], episodes_per_task=1,
-                                 phrasings="heldout", num_envs=1, video_count=0, progress=False)  # fmt: skip
-    assert loaded == [(str(checkpoint), "cpu")]
+    report = evaluate_checkpoint(checkpoint, ENV_CFG, device="cpu", precision="int8", tasks=["reach-right"],
+                                 episodes_per_task=1, phrasings="heldout", num_envs=1, video_count=0,
+                                 progress=False)  # fmt: skip
+    assert loaded == [(str(checkpoint), "cpu", "int8")]
+    assert report.protocol["precision"] == "int8" and report.protocol["command"].endswith("precision=int8")
     assert report.protocol["checkpoint_hash"] == checkpoint_hash(checkpoint)
     assert report.protocol["policy"] == "checkpoint" and report.diagnostics == {"decode_errors": 0}
     assert report.protocol["command"].startswith(f"vla eval policy=checkpoint checkpoint={checkpoint}")

@@ -174,6 +174,7 @@ def evaluate(
             num_envs,
             video_count,
             out,
+            getattr(policy, "precision", None),
         ),
         "argv": list(argv) if argv is not None else None,
         **P.environment_facts(),
@@ -193,12 +194,18 @@ def evaluate(
 
 
 def evaluate_checkpoint(
-    checkpoint_dir: str | Path, env_cfg: Mapping[str, Any] | str, *, device: str = "auto", **kwargs: Any
+    checkpoint_dir: str | Path,
+    env_cfg: Mapping[str, Any] | str,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    **kwargs: Any,
 ) -> EvalReport:
-    """Load ``checkpoint_dir`` with :func:`vla.policies.load_policy` and :func:`evaluate` it."""
+    """Load ``checkpoint_dir`` with :func:`vla.policies.load_policy` (on ``device``, at
+    ``precision``) and :func:`evaluate` it."""
     from vla.policies import load_policy
 
-    policy = load_policy(checkpoint_dir, device=device)
+    policy = load_policy(checkpoint_dir, device=device, precision=precision)
     kwargs.setdefault("policy_name", "checkpoint")
     return evaluate(policy, env_cfg, checkpoint=checkpoint_dir, **kwargs)
 
@@ -227,8 +234,8 @@ def _jsonable(value: Any) -> bool:
 
 
 def _command(kind: str, checkpoint: Any, env: Mapping[str, Any], tasks: list[str], episodes: int,
-             phrasings: Any, replan: int, ensemble: float | None, num_envs: int, videos: int, out: Path | None
-             ) -> str:  # fmt: skip
+             phrasings: Any, replan: int, ensemble: float | None, num_envs: int, videos: int, out: Path | None,
+             precision: str | None = None) -> str:  # fmt: skip
     """The ``vla eval`` line that reruns this protocol (env options that differ from its file included)."""
     args: dict[str, Any] = {"policy": kind if kind in ("checkpoint", "scripted", "lerobot") else None,
                             "checkpoint": checkpoint, "env": env.get("name")}  # fmt: skip
@@ -247,4 +254,6 @@ def _command(kind: str, checkpoint: Any, env: Mapping[str, Any], tasks: list[str
     args |= {"episodes_per_task": episodes, "phrasing": phrasings,
              "replan_every": replan, "temporal_ensemble": ensemble, "num_envs": num_envs, "videos": videos,
              "out": str(out) if out is not None else None}  # fmt: skip
+    if precision not in (None, "fp32"):  # fp32 is what precision=auto gives
+        args["precision"] = precision
     return P.reproduce_command(args)

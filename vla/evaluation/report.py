@@ -64,7 +64,8 @@ def to_markdown(report: EvalReport) -> str:
     lines += [
         f"- checkpoint: {checkpoint}",
         f"- episodes per task and phrasing: {p.get('episodes_per_task')}; phrasings: {', '.join(p.get('phrasings', []))}",
-        f"- execution: replan every {p.get('replan_every')} steps; temporal ensembling: {p.get('temporal_ensemble')}",
+        f"- execution: replan every {p.get('replan_every')} steps; temporal ensembling: {p.get('temporal_ensemble')}"
+        + (f"; on {p.get('device')} at {p['precision']}" if p.get("precision") else ""),
         f"- seeds: `vla.seeds.eval_seeds` (disjoint from training seeds), first task's: {_first_seeds(p)}",
         f"- vla {p.get('vla_version')}, {p.get('created')}",
         f"- reproduce: `{p.get('command')}`",
