@@ -13,7 +13,10 @@ episode is dropped and the next seed is tried, up to ``3 * needed + 5`` attempts
 Resuming: the (task, seed) pairs already committed in ``out`` are skipped, so rerunning with a larger
 N records only what is missing, and an interrupted run loses only the episodes in flight (episodes
 are committed one by one). Workers (``spawn`` processes) build their own environments and stream
-finished episodes back to this process, the store's single writer.
+finished episodes back to this process, the store's single writer, which commits them in the order
+they were handed out, not the order they finish: the same command writes the same store, episode
+for episode, however many workers ran it (training reads episodes in store order, so a store whose
+order followed worker timing trained a different policy each time).
 """
 
 from __future__ import annotations
@@ -197,12 +200,22 @@ def record(env_cfg: Mapping[str, Any], settings: RecordSettings) -> RecordSummar
     )
     env_id = str(env_cfg.get("name", env_cfg.get("suite")))
     start = time.perf_counter()
-    pending: dict[Future, str] = {}
+    pending: dict[Future, tuple[int, str]] = {}  # running job -> (its place in the hand-out order, task)
+    finished_early: dict[int, tuple[str, EpisodeRecording]] = {}  # done, waiting for earlier jobs
+    handed_out = 0
+    next_to_commit = 0
     task_cycle = itertools.cycle(list(progress))
 
-    def fill() -> None:  # round-robin over tasks, keeping every worker busy plus one queued job each
+    def fill() -> None:
+        """Hand out jobs round-robin over tasks, up to ``limit`` beyond the last commit.
+
+        Every decision here depends only on what was committed so far, in order, never on which
+        worker finished first, so the jobs handed out (and so the store) are the same every run.
+        Jobs done early wait in ``finished_early``; the limit bounds them too.
+        """
+        nonlocal handed_out
         limit, idle_rounds = max(2 * settings.workers, 1), 0
-        while len(pending) < limit and idle_rounds < len(progress):
+        while handed_out < next_to_commit + limit and idle_rounds < len(progress):
             task = next(task_cycle)
             state = progress[task]
             if not state.wants_more():
@@ -213,7 +226,8 @@ def record(env_cfg: Mapping[str, Any], settings: RecordSettings) -> RecordSummar
             check_training_seed(seed)
             state.in_flight += 1
             state.attempts_left -= 1
-            pending[executor.submit(worker_episode, task, seed)] = task
+            pending[executor.submit(worker_episode, task, seed)] = (handed_out, task)
+            handed_out += 1
 
     try:
         with store.writer() as writer:
@@ -221,15 +235,18 @@ def record(env_cfg: Mapping[str, Any], settings: RecordSettings) -> RecordSummar
             while pending:
                 finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 for future in finished:
-                    task = pending.pop(future)
+                    order, task = pending.pop(future)
+                    finished_early[order] = (task, future.result())
+                while next_to_commit in finished_early:
+                    task, episode = finished_early.pop(next_to_commit)
+                    next_to_commit += 1
                     progress[task].in_flight -= 1
-                    episode = future.result()
                     _commit_or_drop(writer, episode, env_id, settings, summary, progress[task])
                     bar.update(1 if episode.success or settings.keep_failed else 0)
                     elapsed = max(time.perf_counter() - start, 1e-9)
                     bar.set_postfix(success=f"{summary.successes / summary.attempts:.0%}",
                                     eps=f"{summary.attempts / elapsed:.2f}/s", steps=f"{summary.frames / elapsed:.0f}/s")  # fmt: skip
-                fill()
+                    fill()
         # Statistics once, here, so every `vla train` on this store reads them instead of recomputing.
         if store.num_frames and not store.stats_are_current():
             store.compute_stats(write=True)
