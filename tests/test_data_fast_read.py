@@ -167,22 +167,18 @@ def test_chunk_cache_grows_only_on_misses_a_larger_cache_would_have_hit():
     from vla.data.cache import ChunkCache
 
     chunk = 1000
-    cache = ChunkCache(max_bytes=10 * chunk, initial_bytes=3 * chunk)
-    loads = []
+    released = []
+    cache = ChunkCache(
+        max_bytes=10 * chunk, initial_bytes=3 * chunk, release=lambda k, a: released.append(k[1])
+    )
 
     def load(key):
-        def fill(spare):
-            loads.append((key, spare is not None))
-            out = spare if spare is not None else np.empty(chunk, np.uint8)
-            out[:] = key % 251
-            return out
+        return lambda: np.full(chunk, key % 251, np.uint8)
 
-        return fill
-
-    for key in range(8):  # never-seen chunks: the cache stays at its start size and reuses memory
+    for key in range(8):  # never-seen chunks: the cache stays at its start size, evicting the oldest
         assert cache.get(("k", key), load(key))[0] == key % 251
     assert cache.limit == 3 * chunk and cache.nbytes == 3 * chunk and cache.ghost_hits == 0
-    assert [reused for _, reused in loads] == [False] * 4 + [True] * 4  # evicted arrays decoded into
+    assert released == [0, 1, 2, 3, 4]  # every evicted array handed back (for its memory's reuse)
     assert cache.get(("k", 7), load(7))[0] == 7 and cache.hits == 1
     cache.get(("k", 2), load(2))  # evicted recently: a larger cache would have hit it
     assert cache.ghost_hits == 1 and cache.limit == 4 * chunk and cache.nbytes == 4 * chunk
@@ -191,7 +187,7 @@ def test_chunk_cache_grows_only_on_misses_a_larger_cache_would_have_hit():
     for key in range(100, 200):
         cache.get(("k", key), load(key))
     assert cache.limit <= cache.max_bytes and cache.nbytes <= cache.max_bytes
-    tiny = ChunkCache(max_bytes=1)  # one chunk always fits
+    tiny = ChunkCache(max_bytes=1)  # one chunk always fits (no release: evicted arrays are dropped)
     assert tiny.get(("k", 0), load(0)).nbytes == chunk and tiny.nbytes == chunk
 
 

@@ -41,9 +41,9 @@ class ChunkCache:
     (0.7-4.6 ms against 0.1 ms per 1.7 MB measured), so a cache that grew to its whole budget
     before reusing anything paid that on most reads.
 
-    The last evicted array is kept as a spare that the next load may decode into, or, with
-    ``release``, handed to ``release(key, array)`` (which then owns its memory). A chunk handed
-    out by :meth:`get` is valid until the next :meth:`get`.
+    Each evicted array is handed to ``release(key, array)`` when given (:class:`StoreFrames`
+    returns its arena slot for the next load to decode into). A chunk handed out by :meth:`get`
+    is valid until the next :meth:`get`.
     """
 
     def __init__(
@@ -57,13 +57,12 @@ class ChunkCache:
         self._chunks: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._ghosts: OrderedDict[tuple[str, int], int] = OrderedDict()  # evicted key -> nbytes
         self._ghost_bytes = 0
-        self._spare: np.ndarray | None = None
         self._release = release
         self.nbytes = 0
         self.hits = self.misses = self.ghost_hits = 0
 
-    def get(self, key: tuple[str, int], load: Callable[[np.ndarray | None], np.ndarray]) -> np.ndarray:
-        """The chunk at ``key``, or ``load(spare)`` (``spare``: an evicted array, or None)."""
+    def get(self, key: tuple[str, int], load: Callable[[], np.ndarray]) -> np.ndarray:
+        """The chunk at ``key``, from the cache or else ``load()``."""
         chunk = self._chunks.get(key)
         if chunk is not None:
             self._chunks.move_to_end(key)
@@ -75,8 +74,7 @@ class ChunkCache:
             self._ghost_bytes -= ghost
             self.ghost_hits += 1
             self.limit = min(self.max_bytes, self.limit + ghost)
-        spare, self._spare = self._spare, None
-        chunk = load(spare)
+        chunk = load()
         self._chunks[key] = chunk
         self.nbytes += chunk.nbytes
         while self.nbytes > self.limit and len(self._chunks) > 1:
@@ -84,8 +82,6 @@ class ChunkCache:
             self.nbytes -= evicted.nbytes
             if self._release is not None:
                 self._release(evicted_key, evicted)
-            else:
-                self._spare = evicted
             self._ghosts[evicted_key] = evicted.nbytes
             self._ghost_bytes += evicted.nbytes
         while self._ghost_bytes > self.max_bytes - self.limit and self._ghosts:
@@ -186,7 +182,7 @@ class StoreFrames:
         return out
 
     def _chunk_of(self, key: str, index: int) -> np.ndarray:
-        return self.cache.get((key, index), lambda _spare: self._load(key, index))
+        return self.cache.get((key, index), lambda: self._load(key, index))
 
     def gather(self, key: str, rows: np.ndarray, out: np.ndarray) -> None:
         """``out[...] = data[key][rows]`` for global frame indices ``rows`` of any shape."""
