@@ -13,7 +13,7 @@ latency (median ``predict_chunks`` time for one observation).
     python scripts/compare_baselines.py --store data/tabletop_demo.zarr --env tabletop_demo \
         --steps 3000 --policy-steps act=285,diffusion=360,vla-small=33 --episodes-per-task 20
 
-A rerun into the same ``--out`` reuses the rows whose steps, batch and episodes did not change.
+A rerun into the same ``--out`` reuses the rows whose steps, batch, episodes, store and env did not change.
 
 lerobot trains through its own entry point (``python -m lerobot.scripts.lerobot_train``), offline.
 """
@@ -57,6 +57,8 @@ class Result:
     success: dict[str, str] = field(default_factory=dict)  # task -> "rate% (k/n)"
     overall: str = ""
     checkpoint: str = ""
+    store: str = ""  # the data and the evaluation env the row was measured on
+    env: str = ""
 
 
 # ---------------------------------------------------------------- training
@@ -277,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     lerobot_root = args.out / "lerobot_dataset"
     if any(not p.startswith("vla-") for p in args.policies):
         convert_to_lerobot(args.store, lerobot_root, REPO_ID)  # reused when already complete
-    # A rerun keeps the rows whose budget did not change (same steps, batch and evaluation), so
-    # adjusting one policy's steps retrains only that policy.
+    # A rerun keeps the rows whose budget did not change (same steps, batch, evaluation, data and
+    # env), so adjusting one policy's steps retrains only that policy.
     results_path = args.out / "results.json"
     previous = {}
     if results_path.exists():
@@ -288,10 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in args.policies:
         old = previous.get(name)
-        if old and (old.train_steps, old.batch_size, old.episodes_per_task) == (
+        if old and (old.train_steps, old.batch_size, old.episodes_per_task, old.store, old.env) == (
             args.steps_for[name],
             args.batch_size,
             args.episodes_per_task,
+            str(args.store),
+            str(args.env),
         ):
             print(f"== {name}: reusing the result in {results_path} (same budget)", flush=True)
             results.append(old)
@@ -307,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         result = Result(name, parameter_count(policy), args.steps_for[name], args.batch_size, train_seconds,
                         latency_ms(policy, args.store, args.latency_calls), checkpoint=str(checkpoint))  # fmt: skip
         result.episodes_per_task = args.episodes_per_task
+        result.store, result.env = str(args.store), str(args.env)
         print(f"== {name}: evaluating", flush=True)
         result.success, result.overall = evaluate_policy(name, policy, args)
         results.append(result)
