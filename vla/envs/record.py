@@ -37,6 +37,7 @@ from vla.config import ConfigError, compose
 from vla.envs import registry
 from vla.envs.record_rollout import EpisodeRecording, InlineExecutor, init_worker, worker_episode
 from vla.features import ACTION_KEY, INSTRUCTION_KEY, STATE_KEY, is_image_key
+from vla.progress import progress_bar
 from vla.seeds import TRAIN_SEED_RANGE, check_training_seed
 
 if TYPE_CHECKING:  # vla.data loads lazily: workers import this module and never write
@@ -177,8 +178,6 @@ def _open_store(out: Path, env: Any, fps: float) -> TrajectoryStore:
 
 def record(env_cfg: Mapping[str, Any], settings: RecordSettings) -> RecordSummary:
     """Record until every task of ``settings`` holds its quota of committed episodes in the store."""
-    from tqdm import tqdm
-
     first_task = next(iter(settings.episodes_per_task))
     probe = registry.make_env(env_cfg, first_task)  # for the schema; renderers start lazily, no GL here
     try:
@@ -195,7 +194,7 @@ def record(env_cfg: Mapping[str, Any], settings: RecordSettings) -> RecordSummar
     else:
         executor = InlineExecutor(env_cfg, settings.noise)
     total = sum(p.quota for p in progress.values())
-    bar = tqdm(
+    bar = progress_bar(
         total=total, initial=summary.already, unit="ep", disable=not settings.progress, file=sys.stderr
     )
     env_id = str(env_cfg.get("name", env_cfg.get("suite")))

@@ -7,8 +7,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from vla.evaluation import protocol as P
 from vla.evaluation.plots import plot_success
 from vla.evaluation.report import write_json, write_markdown
@@ -17,6 +15,7 @@ from vla.evaluation.run import run_episodes
 from vla.evaluation.vector import EnvPool
 from vla.evaluation.videos import VideoSampler
 from vla.policies.executor import ChunkExecutor
+from vla.progress import progress_bar
 
 DEFAULT_REPLAN_EVERY = ChunkExecutor().replan_every  # one default, owned by the executor
 
@@ -110,7 +109,7 @@ def evaluate(
     sampler = VideoSampler(out, video_count, fps=DEFAULT_VIDEO_FPS) if out else None
 
     decode_errors_before = getattr(policy, "decode_errors", 0)
-    bar = tqdm(total=len(plan), unit="ep", desc="vla eval", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(plan), unit="ep", desc="vla eval", disable=not progress, dynamic_ncols=True)
     started = time.perf_counter()
     with bar, EnvPool(env, min(num_envs, len(plan))) as pool:
         ready = time.perf_counter()

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 import vla.interop  # noqa: F401  (switches the Hub clients offline before lerobot is imported)
 from vla.data.schema import FeatureSpec, Schema
 from vla.data.store import TrajectoryStore
 from vla.features import ACTION_KEY, STATE_KEY, camera_key, is_image_key
 from vla.interop.video import decode_frames
+from vla.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,9 @@ def convert_from_lerobot(
     todo = [e for e in wanted if e not in done]
     converted: list[int] = []
     with store, store.writer() as writer:
-        for episode in tqdm(todo, desc=f"from-lerobot {repo_id}", unit="episode", disable=not progress):
+        for episode in progress_bar(
+            todo, desc=f"from-lerobot {repo_id}", unit="episode", disable=not progress
+        ):
             columns = _read_episode(dataset, episode, key_map, tasks)
             instruction, all_tasks = columns.pop("_tasks")
             length = _check_frames(columns, schema, episode)

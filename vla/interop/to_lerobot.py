@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 import vla.interop  # noqa: F401  (switches the Hub clients offline before lerobot is imported)
 from vla.data.store import TrajectoryStore
+from vla.progress import progress_bar
 
 DEFAULT_VCODEC = "libsvtav1"  # lerobot's own default (AV1)
 
@@ -108,7 +108,9 @@ def convert_to_lerobot(
         video_backend="pyav",
     )
     try:
-        for index in tqdm(range(wanted), desc=f"to-lerobot {repo_id}", unit="episode", disable=not progress):
+        for index in progress_bar(
+            range(wanted), desc=f"to-lerobot {repo_id}", unit="episode", disable=not progress
+        ):
             episode = store.read_episode(index)
             instruction = store.episode_meta(index).instruction
             for t in range(len(episode[keys[0]])):

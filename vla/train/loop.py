@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig
 from torch.nn.parallel import DistributedDataParallel
 
+from vla.progress import progress_bar
 from vla.train import checkpoint as ckpt
 from vla.train.augment import random_shift
 from vla.train.batching import to_model_inputs
@@ -204,6 +205,4 @@ def _train(
 def _progress_bar(tc: Any, step: int, dist_info: DistInfo) -> Any:
     if not (tc.progress and dist_info.is_main):
         return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=tc.steps, initial=step, desc="train", dynamic_ncols=True)
+    return progress_bar(total=tc.steps, initial=step, desc="train", dynamic_ncols=True)
