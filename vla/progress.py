@@ -2,7 +2,8 @@
 
 tqdm redraws up to ten times a second; on a terminal that is one line, in a log file (CI, ``make
 demo > log``, a cluster job) it is thousands (the demo wrote 0.5 MB of bar updates). Off a terminal
-the bar redraws at most every :data:`LOG_INTERVAL_S` seconds instead.
+the bar redraws at most every :data:`LOG_INTERVAL_S` seconds instead (callers pass
+``refresh=False`` to ``set_postfix``, which would otherwise redraw at once).
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ def record(env_cfg: Mapping[str, Any], settings: RecordSettings) -> RecordSummar
                     bar.update(1 if episode.success or settings.keep_failed else 0)
                     elapsed = max(time.perf_counter() - start, 1e-9)
                     bar.set_postfix(success=f"{summary.successes / summary.attempts:.0%}",
-                                    eps=f"{summary.attempts / elapsed:.2f}/s", steps=f"{summary.frames / elapsed:.0f}/s")  # fmt: skip
+                                    eps=f"{summary.attempts / elapsed:.2f}/s", steps=f"{summary.frames / elapsed:.0f}/s", refresh=False)  # fmt: skip
                     fill()
         # Statistics once, here, so every `vla train` on this store reads them instead of recomputing.
         if store.num_frames and not store.stats_are_current():

@@ -192,7 +192,7 @@ def _train(
                     progress.update(1)
                     if "train/loss" in scalars:
                         progress.set_postfix(loss=f"{scalars['train/loss']:.4f}", lr=f"{lr:.2e}",
-                                             samples_s=f"{scalars['train/samples_per_s']:.1f}")  # fmt: skip
+                                             samples_s=f"{scalars['train/samples_per_s']:.1f}", refresh=False)  # fmt: skip
         barrier(dist_info)
     finally:
         if progress is not None:
