@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vla.model.inference_weights import Prepared, StepWeights, check_precision, prepare
+from vla.model.inference_weights import Prepared, StepWeights, prepare
 
 if TYPE_CHECKING:
     from vla.model.model import VLA
@@ -83,7 +83,6 @@ def generate(
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     device = next(model.parameters()).device
-    check_precision(precision, device)
     suppress = None
     if suppress_tokens:
         suppress = torch.tensor(sorted(set(suppress_tokens)), dtype=torch.long, device=device)
