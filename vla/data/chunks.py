@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import google_crc32c
 import numpy as np
@@ -34,10 +35,10 @@ from vla.data.errors import StoreCorruptError
 READ_RETRIES = 4
 _PIECE_BYTES = 256 << 10  # raw chunks are read and checksummed in pieces of this size
 _INDEX_ENTRY_BYTES = 16  # (offset, nbytes) as little-endian uint64
-_EMPTY = np.uint64(2**64 - 1)
+_EMPTY = np.uint64(2**64 - 1)  # index entry of a chunk that was never written (all fill value)
 OPEN_FILES = 32  # shard files each reader keeps open (least recently used closed first)
 _BLOSC_HEADER = 16  # Blosc 1 frame header: version, flags, typesize, nbytes, blocksize, cbytes
-_BLOSC_MEMCPYED = 0x02  # flag: the frame holds the raw bytes after the header  # index entry of a chunk that was never written (all fill value)
+_BLOSC_MEMCPYED = 0x02  # flag: the frame holds the raw bytes after the header
 
 
 def _crc_ok(data: memoryview) -> bool:
@@ -58,6 +59,14 @@ class _Unreadable(Exception):
     """A shard whose index cannot be trusted (too short, or its checksum fails)."""
 
 
+class _OpenFile(NamedTuple):
+    """A chunk file a reader holds open, with what it checked when opening it."""
+
+    fd: int
+    data_end: int  # where chunk bytes end: the index's start in a shard, else the file size
+    entries: np.ndarray | None  # (chunks_per_file, 2) offset, nbytes; None when not sharded
+
+
 @dataclass
 class ChunkFileReader:
     """Decodes the read units (inner chunks when sharded) of one local zarr array of this store."""
@@ -70,15 +79,12 @@ class ChunkFileReader:
     chunks_per_file: int  # inner chunks per shard; 1 when the array is not sharded
     array: zarr.Array
     _buffer: bytearray = field(default_factory=bytearray, repr=False)  # reused: no fresh pages per read
-    # file number -> (descriptor, size, index entries or None when not sharded)
-    _open: OrderedDict[int, tuple[int, int, np.ndarray | None]] = field(
-        default_factory=OrderedDict, repr=False
-    )
+    _open: OrderedDict[int, _OpenFile] = field(default_factory=OrderedDict, repr=False)  # by file number
 
     def close(self) -> None:
         """Close every shard file this reader holds open."""
         while self._open:
-            os.close(self._open.popitem()[1][0])
+            os.close(self._open.popitem()[1].fd)
 
     def __del__(self) -> None:
         self.close()
@@ -86,10 +92,10 @@ class ChunkFileReader:
     def _forget(self, file_number: int) -> None:
         handle = self._open.pop(file_number, None)
         if handle is not None:
-            os.close(handle[0])
+            os.close(handle.fd)
 
-    def _handle(self, file_number: int, path: Path) -> tuple[int, int, np.ndarray | None] | None:
-        """The open file, its size and its checked index; None if the index fails its checksum.
+    def _handle(self, file_number: int, path: Path) -> _OpenFile | None:
+        """The open file with its checked index; None if the index fails its checksum.
         Raises FileNotFoundError for a shard never written."""
         handle = self._open.get(file_number)
         if handle is not None:
@@ -97,13 +103,14 @@ class ChunkFileReader:
             return handle
         fd = os.open(path, os.O_RDONLY)
         try:
-            size = os.fstat(fd).st_size
+            data_end = os.fstat(fd).st_size
             entries = None
             if self.chunks_per_file > 1:
                 index_bytes = self.chunks_per_file * _INDEX_ENTRY_BYTES + 4
-                if size < index_bytes:
+                if data_end < index_bytes:
                     raise _Unreadable
-                raw = memoryview(os.pread(fd, index_bytes, size - index_bytes))
+                data_end -= index_bytes
+                raw = memoryview(os.pread(fd, index_bytes, data_end))
                 if not _crc_ok(raw):
                     raise _Unreadable
                 entries = np.frombuffer(raw, dtype="<u8", count=2 * self.chunks_per_file).reshape(-1, 2)
@@ -113,9 +120,9 @@ class ChunkFileReader:
         except BaseException:
             os.close(fd)
             raise
-        self._open[file_number] = handle = (fd, size, entries)
+        self._open[file_number] = handle = _OpenFile(fd, data_end, entries)
         while len(self._open) > OPEN_FILES:
-            os.close(self._open.popitem(last=False)[1][0])
+            os.close(self._open.popitem(last=False)[1].fd)
         return handle
 
     @property
@@ -191,15 +198,14 @@ class ChunkFileReader:
             return self._empty()  # zarr leaves chunks of pure fill value unwritten
         if handle is None:
             return None
-        fd, size, entries = handle
+        fd, data_end, entries = handle
         if entries is None:
-            chunk = self._read_frame(fd, 0, size, index, path, out)
+            chunk = self._read_frame(fd, 0, data_end, index, path, out)
         else:
             offset, nbytes = entries[index % self.chunks_per_file]
             if offset == _EMPTY and nbytes == _EMPTY:
                 return self._empty()
-            index_bytes = self.chunks_per_file * _INDEX_ENTRY_BYTES + 4
-            if offset + nbytes > size - index_bytes:
+            if offset + nbytes > data_end:
                 chunk = None
             else:
                 chunk = self._read_frame(fd, int(offset), int(nbytes), index, path, out)
