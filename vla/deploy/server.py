@@ -53,7 +53,6 @@ class _Job:
     observation: dict[str, Any]
     single_frame: bool
     received: float
-    loop: asyncio.AbstractEventLoop = field(repr=False)
     future: asyncio.Future[tuple[np.ndarray, dict[str, float]]] = field(repr=False)
 
 
@@ -144,9 +143,10 @@ class PolicyServer:
             self.counts["errors"] += 1
             return error_message(str(exc), request_id)
         decoded = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[np.ndarray, dict[str, float]]] = loop.create_future()
-        self._jobs.put(_Job(observation, single_frame, decoded, loop, future))
+        future: asyncio.Future[tuple[np.ndarray, dict[str, float]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._jobs.put(_Job(observation, single_frame, decoded, future))
         try:
             actions, timing = await future
         except Exception as exc:  # the forward pass failed: report it, keep serving
@@ -213,7 +213,8 @@ class PolicyServer:
     @staticmethod
     def _settle(job: _Job, result: Any, exc: BaseException | None) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed (server stopping)
-            job.loop.call_soon_threadsafe(_resolve, job.future, result, exc)
+            # The future belongs to the event loop of the request awaiting it.
+            job.future.get_loop().call_soon_threadsafe(_resolve, job.future, result, exc)
 
     def _predict(self, group: list[_Job]) -> np.ndarray:
         batch = stack_batch([job.observation for job in group], group[0].single_frame)

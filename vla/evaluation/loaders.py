@@ -1,4 +1,4 @@
-"""Where evaluated policies come from: a registry of loaders, ``kind -> (source, device) -> policy``.
+"""Where evaluated policies come from: a registry of loaders, ``kind -> (source, device, precision) -> policy``.
 
 Anything with ``spec`` (exposing ``n_obs_steps``) and a stateless ``predict_chunks(batch) -> (B, H, A)``
 can be evaluated. Register another kind with ``POLICY_LOADERS["name"] = loader``; a loader is called

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from vla.features import ACTION_KEY, INSTRUCTION_KEY, STATE_KEY
+from vla.model.inference_weights import PRECISIONS, check_precision
 from vla.normalization import Normalizer
 from vla.policies.checks import TIMESTAMP_KEY, ObservationError, check_batch, check_observation_features
 from vla.policies.executor import ChunkExecutor
@@ -204,14 +205,12 @@ def _fit_history(arrays: dict[str, np.ndarray], n_obs_steps: int) -> tuple[dict[
     return padded, is_pad
 
 
-PRECISION_CHOICES = ("auto", "fp32", "bf16", "int8")
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` -> ``fp32`` (on CUDA that runs under bf16 autocast, as training does); the others
     are :data:`vla.model.inference_weights.PRECISIONS`, checked against ``device``."""
-    from vla.model.inference_weights import check_precision
-
     if precision == "auto":
         return "fp32"
     if precision not in PRECISION_CHOICES:
