@@ -309,9 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         train_seconds = time.perf_counter() - start
         policy = load_any(name, checkpoint)
         result = Result(name, parameter_count(policy), args.steps_for[name], args.batch_size, train_seconds,
-                        latency_ms(policy, args.store, args.latency_calls), checkpoint=str(checkpoint))  # fmt: skip
-        result.episodes_per_task = args.episodes_per_task
-        result.store, result.env = str(args.store), str(args.env)
+                        latency_ms(policy, args.store, args.latency_calls), episodes_per_task=args.episodes_per_task,
+                        checkpoint=str(checkpoint), store=str(args.store), env=str(args.env))  # fmt: skip
         print(f"== {name}: evaluating", flush=True)
         result.success, result.overall = evaluate_policy(name, policy, args)
         results.append(result)
