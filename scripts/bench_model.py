@@ -1,11 +1,13 @@
-"""Benchmark the VLA model: training throughput, action-chunk latency, tokens per chunk.
+"""Benchmark the VLA model: training throughput, action-chunk latency, tokens per chunk, per head.
 
-For each policy size (``policies/<name>.yaml``) it measures, side by side in one run:
+For each policy size (``policies/<name>.yaml``) and action head (``--heads``: ``ar_bins``,
+``ar_fast``, ``l1``, ``flow``) it measures, side by side in one run:
 
 - training samples/s (forward + backward + AdamW step on random inputs of the demo's shapes);
 - inference latency of one action chunk at batch 1 (p50, p99) with the KV cache and without it
-  (the uncached reference re-runs the full sequence per token), and their ratio, for the number of
-  tokens the binning tokenizer needs and the mean number FAST needs;
+  (the uncached reference re-runs the full sequence per token, or per flow step), and their ratio:
+  for ``ar_bins`` the number of tokens the binning tokenizer needs, for ``ar_fast`` the mean number
+  FAST needs, one pass for ``l1``, the policy's ``flow_steps`` Euler steps for ``flow``;
 - action tokens per chunk, binning vs FAST, on synthetic smooth chunks or on a trajectory store;
 - with ``--precision``, the cached latency at each inference precision (``fp32``, ``bf16``, ``int8``:
   bf16 prefix + int8 weight-only decode steps, see vla.model.inference_weights), as a ratio to fp32.
@@ -15,6 +17,7 @@ For each policy size (``policies/<name>.yaml``) it measures, side by side in one
     .venv/bin/python scripts/bench_model.py --device cuda --models tiny small base
     .venv/bin/python scripts/bench_model.py --store data/tabletop_demo.zarr
     .venv/bin/python scripts/bench_model.py --models small --precision fp32 bf16 int8 --threads 2
+    .venv/bin/python scripts/bench_model.py --models tiny small --heads ar_bins ar_fast l1 flow
 """
 
 from __future__ import annotations
@@ -73,8 +76,9 @@ def store_chunks(path: str, horizon: int, limit: int = 4096) -> np.ndarray:
     return np.clip(2 * (chunks - q01) / np.maximum(q99 - q01, 1e-6) - 1, -1, 1)
 
 
-def make_config(name: str, args: argparse.Namespace, vocab: int, max_tokens: int) -> VLAConfig:
+def make_config(name: str, args: argparse.Namespace, vocab: int, max_tokens: int, head: str) -> VLAConfig:
     section = OmegaConf.to_container(OmegaConf.load(POLICIES / f"{name}.yaml").model)
+    section["action_head"] = head
     return VLAConfig(**section, image_size=args.image_size, state_dim=args.state_dim, action_dim=args.action_dim,
                      text_vocab_size=300, action_vocab_size=vocab, max_action_tokens=max_tokens)  # fmt: skip
 
@@ -100,7 +104,10 @@ def train_throughput(model: VLA, config: VLAConfig, tokens: int, args, device) -
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     obs = random_obs(config, args.batch_size, device)
-    targets = torch.randint(0, config.action_vocab_size - 1, (args.batch_size, tokens), device=device)
+    if config.continuous_actions:
+        targets = torch.rand(args.batch_size, config.horizon, config.action_dim, device=device) * 2 - 1
+    else:
+        targets = torch.randint(0, config.action_vocab_size - 1, (args.batch_size, tokens), device=device)
     elapsed = 0.0
     for step in range(args.train_steps + 2):  # the first two steps warm up allocators and kernels
         sync(device)
@@ -126,7 +133,7 @@ def latency_ms(
     for i in range(repeats + warmup):
         sync(device)
         start, start_cpu = time.perf_counter(), time.process_time()
-        model.generate(obs, tokens, use_cache=use_cache, precision=precision)
+        model.generate(obs, {"num_tokens": tokens}, use_cache=use_cache, precision=precision)
         sync(device)
         if i >= warmup:
             wall.append((time.perf_counter() - start) * 1e3)
@@ -143,6 +150,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", nargs="+", default=["tiny", "small"])
+    parser.add_argument("--heads", nargs="+", default=None, help="action heads (default: each policy's own)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--store", default=None, help="trajectory store to count action tokens on")
@@ -178,33 +186,40 @@ def main() -> None:
               f"{binning.max_tokens}, FAST mean {fast_lengths.mean():.1f} max {int(fast_lengths.max())} "
               f"(EOS included; {binning.max_tokens / float(fast_lengths.mean()):.1f}x fewer)")  # fmt: skip
         vocab = max(binning.vocab_size, fast.vocab_size)
-        config = make_config(name, args, vocab, max(binning.max_tokens, fast.max_tokens))
-        model = VLA(config).to(device)
-        print(
-            f"[{name}] {model.num_parameters() / 1e6:.2f}M parameters, {config.n_layer} layers x {config.n_embd}"
-        )
-        if not args.skip_training:
-            samples = train_throughput(model, config, binning.max_tokens, args, device)
-            print(f"[{name}] training (binning targets, batch {args.batch_size}): {samples:.1f} samples/s")
-        for label, tokens in (("binning", binning.max_tokens), ("FAST", fast_mean)):
-            cached, cached_cpu = latency_ms(model, config, tokens, True, args.repeats, device)
-            line = (f"[{name}] chunk latency, batch 1, {tokens} {label} tokens: KV cache p50 "
-                    f"{percentile(cached, 50):.2f} ms p99 {percentile(cached, 99):.2f} ms "
-                    f"(CPU time p50 {percentile(cached_cpu, 50):.2f} ms)")  # fmt: skip
-            if args.uncached_repeats > 0:
-                uncached, uncached_cpu = latency_ms(
-                    model, config, tokens, False, args.uncached_repeats, device
-                )
-                ratio = statistics.median(uncached) / statistics.median(cached)
-                line += (f" | no cache p50 {percentile(uncached, 50):.2f} ms p99 {percentile(uncached, 99):.2f} ms "
-                         f"(CPU time p50 {percentile(uncached_cpu, 50):.2f} ms) | cache speed-up {ratio:.1f}x")  # fmt: skip
-            print(line)
-            fp32_p50 = percentile(cached, 50)
-            for precision in (p for p in args.precision if p != "fp32"):
-                low, low_cpu = latency_ms(model, config, tokens, True, args.repeats, device, precision)
-                print(f"[{name}] chunk latency, batch 1, {tokens} {label} tokens, {precision}: KV cache p50 "
-                      f"{percentile(low, 50):.2f} ms p99 {percentile(low, 99):.2f} ms (CPU time p50 "
-                      f"{percentile(low_cpu, 50):.2f} ms) | {fp32_p50 / percentile(low, 50):.1f}x fp32")  # fmt: skip
+        own_head = OmegaConf.load(POLICIES / f"{name}.yaml").model.get("action_head", "ar_bins")
+        for head in args.heads or [own_head]:
+            config = make_config(name, args, vocab, max(binning.max_tokens, fast.max_tokens), head)
+            model = VLA(config).to(device)
+            tag = f"[{name} {head}]"
+            print(
+                f"{tag} {model.num_parameters() / 1e6:.2f}M parameters, {config.n_layer} layers x {config.n_embd}"
+            )
+            tokens = {"ar_bins": binning.max_tokens, "ar_fast": fast_mean}.get(head, config.horizon)
+            what = {"ar_bins": f"{tokens} binning tokens", "ar_fast": f"{tokens} FAST tokens",
+                    "l1": "one parallel pass", "flow": f"{config.flow_steps} flow steps"}[head]  # fmt: skip
+            if not args.skip_training:
+                samples = train_throughput(model, config, tokens, args, device)
+                print(f"{tag} training (batch {args.batch_size}): {samples:.1f} samples/s")
+            time_head(model, config, tokens, what, tag, args, device)
+
+
+def time_head(model: VLA, config: VLAConfig, tokens: int, what: str, tag: str, args, device) -> None:
+    """Cached (and uncached) chunk latency at every precision asked for."""
+    cached, cached_cpu = latency_ms(model, config, tokens, True, args.repeats, device)
+    line = (f"{tag} chunk latency, batch 1, {what}: KV cache p50 {percentile(cached, 50):.2f} ms "
+            f"p99 {percentile(cached, 99):.2f} ms (CPU time p50 {percentile(cached_cpu, 50):.2f} ms)")  # fmt: skip
+    if args.uncached_repeats > 0:
+        uncached, uncached_cpu = latency_ms(model, config, tokens, False, args.uncached_repeats, device)
+        ratio = statistics.median(uncached) / statistics.median(cached)
+        line += (f" | no cache p50 {percentile(uncached, 50):.2f} ms p99 {percentile(uncached, 99):.2f} ms "
+                 f"(CPU time p50 {percentile(uncached_cpu, 50):.2f} ms) | cache speed-up {ratio:.1f}x")  # fmt: skip
+    print(line)
+    fp32_p50 = percentile(cached, 50)
+    for precision in (p for p in args.precision if p != "fp32"):
+        low, low_cpu = latency_ms(model, config, tokens, True, args.repeats, device, precision)
+        print(f"{tag} chunk latency, batch 1, {what}, {precision}: KV cache p50 "
+              f"{percentile(low, 50):.2f} ms p99 {percentile(low, 99):.2f} ms (CPU time p50 "
+              f"{percentile(low_cpu, 50):.2f} ms) | {fp32_p50 / percentile(low, 50):.1f}x fp32")  # fmt: skip
 
 
 if __name__ == "__main__":

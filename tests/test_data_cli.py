@@ -74,8 +74,8 @@ def test_stats_command_prints_and_saves(data_store_path, capsys):
 
 def test_demo_writes_validates_and_reports(tmp_path, capsys):
     path = tmp_path / "demo.zarr"
-    assert main(["demo", str(path), "--episodes", "3"]) == 0
+    assert main(["demo", str(path), "episodes=3"]) == 0
     out = capsys.readouterr().out
     assert "valid" in out and "episodes   3" in out and "statistics current" in out
-    assert main(["demo", str(path), "--episodes", "3"]) == 1  # refuses to overwrite
+    assert main(["demo", str(path), "episodes=3"]) == 1  # refuses to overwrite
     assert "exists" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Training windows, episode split, TrajectoryDataset in DataLoaders, and the chunk-aware sampler."""
+"""Training windows, episode split, TrajectoryDataset in DataLoaders, and the storage-locality sampler."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from vla.data import ChunkAwareSampler, TrajectoryDataset, WindowSpec, make_dataloader, split_episodes
+from vla.data import StorageLocalitySampler, TrajectoryDataset, WindowSpec, make_dataloader, split_episodes
+from vla.data.batch import collate_windows
 
 SPEC = WindowSpec(n_obs_steps=3, horizon=4)
 
@@ -70,43 +71,49 @@ def test_split_is_seeded_disjoint_and_complete():
         split_episodes(5, 1.0, seed=0)
 
 
-def test_chunk_aware_sampler_is_a_local_permutation(data_store_path):
+def test_storage_locality_sampler_is_a_local_permutation(data_store_path):
     dataset = TrajectoryDataset(data_store_path, SPEC)
-    sampler = ChunkAwareSampler(dataset, group_frames=4, groups_in_flight=2, seed=1)
+    sampler = StorageLocalitySampler(dataset, group_frames=4, groups_in_flight=2, seed=1)
     first, second = list(sampler), list(sampler)
     assert sorted(first) == list(range(24)) and sorted(second) == list(range(24))
     assert first != second  # a new order each epoch
     groups = dataset.anchor_frame[np.array(first)] // 4
     assert all(len(set(groups[i : i + 8])) <= 2 for i in range(0, 24, 8))  # two groups at a time
-    ranks = [list(ChunkAwareSampler(dataset, group_frames=4, seed=1, rank=r, world_size=2)) for r in range(2)]
+    ranks = [
+        list(StorageLocalitySampler(dataset, group_frames=4, seed=1, rank=r, world_size=2)) for r in range(2)
+    ]
     assert len(ranks[0]) == len(ranks[1]) and not set(ranks[0]) & set(ranks[1])
 
 
 def test_dataloader_with_two_workers_covers_every_sample(data_store_path):
     dataset = pickle.loads(pickle.dumps(TrajectoryDataset(data_store_path, SPEC)))
     dataset[0]  # opened in the parent before forking: workers must reopen their own
-    loader = make_dataloader(dataset, batch_size=5, num_workers=2, seed=0)
+    loader = make_dataloader(dataset, batch_size=6, num_workers=2, seed=0)  # one epoch: 4 steps of 6
+    assert len(loader) == 4
     seen = []
     for batch in loader:
         assert batch["observation.images.front"].shape[1:] == (3, 16, 16, 3)
         assert len(batch["instruction"]) == len(batch["episode_index"])
         seen += (batch["observation.state"][:, -1, 0]).long().tolist()
     assert sorted(seen) == list(range(24))
-    ordered = [b["observation.state"][:, -1, 0] for b in make_dataloader(dataset, 24, shuffle=False)]
+    in_store_order = torch.utils.data.DataLoader(dataset, 24, collate_fn=collate_windows)
+    ordered = [b["observation.state"][:, -1, 0] for b in in_store_order]
     assert ordered[0].tolist() == list(range(24))
 
 
-def test_sampler_groups_fit_the_decoded_chunk_cache(data_store_path):
+def test_sampler_groups_fit_the_decoded_storage_chunk_cache(data_store_path):
     from vla.data.sampler import GROUP_CHUNKS, group_chunks
 
     roomy = TrajectoryDataset(data_store_path, SPEC)
-    assert roomy.image_chunk_bytes == roomy.chunk_frames * 16 * 16 * 3
+    assert roomy.image_storage_chunk_bytes == roomy.storage_chunk_frames * 16 * 16 * 3
     assert group_chunks(roomy, groups_in_flight=4) == GROUP_CHUNKS
-    roomy.largest_image_chunk_bytes = 2 << 20  # chunks of the earlier 2 MB layout: groups of 2, as then
+    roomy.largest_image_storage_chunk_bytes = 2 << 20  # the earlier 2 MB layout: groups of 2, as then
     assert group_chunks(roomy, groups_in_flight=4) == 2
     # A cache that holds 4 groups of 2 chunks (+1 each for history) but not of 3 or more.
-    tight = TrajectoryDataset(data_store_path, SPEC, cache_bytes=int(4 * 3 * roomy.image_chunk_bytes / 0.75))
+    tight = TrajectoryDataset(
+        data_store_path, SPEC, cache_bytes=int(4 * 3 * roomy.image_storage_chunk_bytes / 0.75)
+    )
     assert group_chunks(tight, groups_in_flight=4) == 2
     assert group_chunks(TrajectoryDataset(data_store_path, SPEC, cache_bytes=1), 4) == 1
     state_only = TrajectoryDataset(data_store_path, WindowSpec(1, 2, observation_keys=("observation.state",)))
-    assert state_only.image_chunk_bytes == 0 and group_chunks(state_only, 4) == GROUP_CHUNKS
+    assert state_only.image_storage_chunk_bytes == 0 and group_chunks(state_only, 4) == GROUP_CHUNKS

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-from conftest import data_frame, data_schema, write_data_episodes
+from conftest import data_frame, data_schema, store_held_elsewhere, write_data_episodes
 
 from vla.data import (
     EpisodeStateError,
@@ -128,18 +125,8 @@ def test_second_writer_is_refused_and_dead_writer_lock_recovers(data_store_path)
         TrajectoryStore.open(data_store_path, mode="a")
     store.close()
     # A process that holds the lock and is killed: its lock dies with it.
-    code = (
-        "import sys, time; from vla.data import TrajectoryStore\n"
-        f"s = TrajectoryStore.open({str(data_store_path)!r}, mode='a'); print('locked', flush=True); time.sleep(60)"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(StoreLockedError, match=f"pid {holder.pid}"):
-            TrajectoryStore.open(data_store_path, mode="a")
-    finally:
-        holder.kill()
-        holder.wait()
+    with store_held_elsewhere(data_store_path) as pid, pytest.raises(StoreLockedError, match=f"pid {pid}"):
+        TrajectoryStore.open(data_store_path, mode="a")
     with TrajectoryStore.open(data_store_path, mode="a") as again:
         write_data_episodes(again, [2])
     assert TrajectoryStore.open(data_store_path).num_episodes == 5

@@ -8,10 +8,10 @@ from deploy_fakes import FakeSpec
 from vla.deploy.inference import ChunkPlanner
 from vla.deploy.lerobot_robot import LerobotRobotAdapter, SimLerobotRobot, SimLerobotRobotConfig
 from vla.deploy.loop import LoopConfig, run_loop
-from vla.deploy.requester import ThreadedInference
 from vla.deploy.robot import Robot
 from vla.deploy.safety import ActionFilter
 from vla.policies.executor import ChunkExecutor
+from vla_client.requester import ThreadedInference
 
 ENV = {"suite": "tabletop", "image_size": 32, "cameras": ["front"], "max_steps": 1000}
 

@@ -11,11 +11,11 @@ from deploy_fakes import FakePolicy, FakeRobot, fake_observation
 
 from vla.deploy.inference import ChunkPlanner
 from vla.deploy.loop import LoopConfig, run_loop, sleep_until
-from vla.deploy.requester import ChunkResult, ThreadedInference
 from vla.deploy.robot import FeatureMap, default_hold_action
 from vla.deploy.safety import ActionFilter, StopRequest, Watchdog
 from vla.features import STATE_KEY
 from vla.policies.executor import ChunkExecutor
+from vla_client.requester import ChunkResult, ThreadedInference
 
 
 class InstantRequester:

@@ -32,7 +32,12 @@ class FakeReach(gym.Env):
         self.task, self.phrasing, self.size = task, phrasing, image_size
         self.max_episode_steps = MAX_STEPS
         self.action_space = spaces.Box(-0.2, 0.2, (2,), np.float32)
-        self.observation_space = spaces.Dict({})
+        half = (image_size + 1) // 2
+        self.observation_space = spaces.Dict({  # declared: the harness checks policies against it
+            "observation.images.front": spaces.Box(0, 255, (image_size, image_size, 3), np.uint8),
+            "observation.images.wrist": spaces.Box(0, 255, (half, half, 3), np.uint8),
+            "observation.state": spaces.Box(-np.inf, np.inf, (4,), np.float32),
+        })  # fmt: skip
         self.goal = self.pos = np.zeros(2)
         self.steps = 0
 
@@ -191,6 +196,24 @@ def test_zero_policy_fails_and_failure_causes_are_named(tmp_path: Path) -> None:
     assert outcome["reach-right"][0] == "success"  # one env failing does not stop the others
 
 
+def test_a_suite_that_cannot_list_all_its_tasks_is_an_error_naming_it(monkeypatch) -> None:
+    """Seeds are numbered by a task's index in the suite's full list: never by the selection instead."""
+    import sys
+
+    from vla.evaluation.api import resolve_tasks
+
+    assert resolve_tasks(ENV_CFG, ["reach-right"]) == (["reach-right"], TASKS)
+
+    def selection_only(selection: Any) -> list[str]:
+        if selection is None:
+            raise NotImplementedError("this suite has no list of all its tasks")
+        return list(selection)
+
+    monkeypatch.setattr(sys.modules[__name__], "task_names", selection_only)
+    with pytest.raises(ValueError, match="env suite 'evalfake' cannot list all its tasks.*no list of all"):
+        resolve_tasks(ENV_CFG, ["reach-right"])
+
+
 def test_env_reported_failure_reason() -> None:
     class Runaway(GoalSeeker):
         def predict_chunks(self, batch: dict[str, Any]) -> np.ndarray:
@@ -261,7 +284,7 @@ def test_evaluate_checkpoint_records_hash_and_refuses_mismatched_features(
             super().__init__()
             self.spec.check_features = self.check_features
 
-        def check_features(self, features: dict[str, tuple[int, ...]]) -> None:
+        def check_features(self, features: dict[str, tuple[int, ...]], names=None, source=None) -> None:
             if features["observation.images.front"] != (96, 96, 3):
                 raise ValueError(
                     f"front camera is {features['observation.images.front']}, the policy wants 96x96"

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from vla.config import ConfigError
 from vla.evaluation import protocol as P
-from vla.evaluation.cli import parse_args
+from vla.evaluation.cli import eval_config
 from vla.evaluation.report import to_markdown
 from vla.evaluation.results import EpisodeResult, EvalReport, summarize
 from vla.evaluation.run import stack_history
@@ -142,17 +143,19 @@ def test_stack_history_batches_time_and_keeps_instructions() -> None:
 
 
 def test_cli_arguments_are_checked() -> None:
-    options, env_args = parse_args(["policy=scripted", "env=tabletop", "env.tasks=[a]", "temporal_ensemble=0.1",
-                                    "replan_every=4", "episodes_per_task=3"])  # fmt: skip
-    assert options["policy"] == "scripted" and options["temporal_ensemble"] == 0.1
-    assert options["replan_every"] == 4 and options["episodes_per_task"] == 3
-    assert env_args == ["env=tabletop", "env.tasks=[a]"]
+    cfg = eval_config(["policy=scripted", "env=tabletop", "env.tasks=[a]", "temporal_ensemble=0.1",
+                       "replan_every=4", "episodes_per_task=3"])  # fmt: skip
+    assert cfg.policy == "scripted" and cfg.temporal_ensemble == 0.1
+    assert cfg.replan_every == 4 and cfg.episodes_per_task == 3 and cfg.num_envs == 2  # a default
+    assert cfg.env.tasks == ["a"] and cfg.env.suite == "tabletop" and cfg.env.name == "tabletop"
     for argv, message in [
-        (["env=x"], "checkpoint"),
+        (["env=tabletop"], "checkpoint"),
         (["policy=scripted"], "env="),
-        (["policy=scripted", "env=x", "episodes=3"], "unknown argument"),
-        (["policy=scripted", "env=x", "num_envs=two"], "num_envs"),
-        (["policy=magic", "env=x"], "policy must be one of"),
+        (["policy=scripted", "env=tabletop", "episodes=3"], "unknown key 'episodes'"),
+        (["policy=scripted", "env=tabletop", "num_envs=two"], "num_envs"),
+        (["policy=scripted", "env=tabletop", "num_envs=0"], "num_envs=0: must be >= 1"),
+        (["policy=magic", "env=tabletop"], "choose one of checkpoint, scripted, lerobot"),
+        (["policy=scripted", "env=tabletop", "phrasing=xyz"], "phrasing='xyz': choose one of train"),
     ]:
-        with pytest.raises(ValueError, match=message):
-            parse_args(argv)
+        with pytest.raises(ConfigError, match=message):
+            eval_config(argv)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from test_model import model_and_inputs
 
+from vla.model.decoding import DecodeOptions
 from vla.model.inference_weights import PRECISIONS, StepLinear, check_precision, prepare, quantize_int8
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,7 +37,7 @@ def peaked_model(seed: int):
     """A model whose logits are far apart (as after training), so greedy choices are well defined."""
     model, config, obs, tokens = model_and_inputs(seed=seed, vision_encoder="conv", film=True)
     with torch.no_grad():
-        model.head.weight.mul_(40.0)
+        model.action_head.out.weight.mul_(40.0)
     return model, config, obs, tokens
 
 
@@ -44,8 +45,9 @@ def peaked_model(seed: int):
 def test_low_precision_decoding_tracks_fp32(precision):
     model, config, obs, _ = peaked_model(seed=5)
     n = config.max_action_tokens
-    reference, reference_logits = model.generate(obs, n, return_logits=True)
-    tokens, logits = model.generate(obs, n, return_logits=True, precision=precision)
+    options = DecodeOptions(num_tokens=n, return_logits=True)
+    reference, reference_logits = model.generate(obs, options)
+    tokens, logits = model.generate(obs, options, precision=precision)
     assert logits.dtype == torch.float32 and tokens.shape == reference.shape
     scale = float(reference_logits.abs().max())
     # Up to the first differing token both decoders saw the same history: their logits stay close ...
@@ -60,8 +62,9 @@ def test_low_precision_decoding_tracks_fp32(precision):
 def test_bf16_cached_decoding_equals_its_uncached_forward():
     model, config, obs, _ = peaked_model(seed=6)
     n = config.max_action_tokens
-    cached, cached_logits = model.generate(obs, n, return_logits=True, precision="bf16")
-    plain, plain_logits = model.generate(obs, n, return_logits=True, precision="bf16", use_cache=False)
+    options = DecodeOptions(num_tokens=n, return_logits=True)
+    cached, cached_logits = model.generate(obs, options, precision="bf16")
+    plain, plain_logits = model.generate(obs, options, precision="bf16", use_cache=False)
     assert torch.equal(cached, plain)
     scale = float(plain_logits.abs().max())
     assert float((cached_logits - plain_logits).abs().max()) < 0.02 * scale
@@ -70,7 +73,8 @@ def test_bf16_cached_decoding_equals_its_uncached_forward():
 def test_copies_follow_weight_updates_and_leave_the_model_untouched():
     model, config, obs, tokens = model_and_inputs(seed=7)
     keys = set(model.state_dict())
-    before = model.generate(obs, config.max_action_tokens, return_logits=True, precision="int8")[1]
+    options = DecodeOptions(return_logits=True)
+    before = model.generate(obs, options, precision="int8")[1]
     first = prepare(model, "int8")
     assert prepare(model, "int8") is first  # cached while nothing changes
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
@@ -79,7 +83,7 @@ def test_copies_follow_weight_updates_and_leave_the_model_untouched():
     optimizer.step()
     model.eval()
     assert prepare(model, "int8") is not first
-    after = model.generate(obs, config.max_action_tokens, return_logits=True, precision="int8")[1]
+    after = model.generate(obs, options, precision="int8")[1]
     assert not torch.allclose(before, after, atol=1e-3)
     assert set(model.state_dict()) == keys
     assert all(p.dtype == torch.float32 and p.requires_grad for p in model.parameters())
@@ -88,7 +92,7 @@ def test_copies_follow_weight_updates_and_leave_the_model_untouched():
 def test_unknown_or_unsupported_precision_is_refused():
     model, config, obs, _ = model_and_inputs(seed=8)
     with pytest.raises(ValueError, match="precision must be one of.*'fp16'"):
-        model.generate(obs, 2, precision="fp16")
+        model.generate(obs, {"num_tokens": 2}, precision="fp16")
     with pytest.raises(ValueError, match="CPU"):
         check_precision("int8", torch.device("cuda"))
     for precision in PRECISIONS:

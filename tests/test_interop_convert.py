@@ -166,8 +166,8 @@ def test_to_lerobot_rerun_and_interrupted_output(tmp_path):
 
     _write_store(tmp_path / "store.zarr", [12, 12, 12])
     out = tmp_path / "lerobot"
-    args = [str(tmp_path / "store.zarr"), "--out", str(out), "--repo-id", "local/rerun", "--quiet"]
-    assert convert_main(["to-lerobot", *args, "--max-episodes", "2"]) == 0
+    args = [str(tmp_path / "store.zarr"), f"out={out}", "repo_id=local/rerun", "quiet=true"]
+    assert convert_main(["to-lerobot", *args, "max_episodes=2"]) == 0
     assert LeRobotDatasetMetadata("local/rerun", root=out).total_episodes == 2
 
     # An interrupted run leaves only <out>.partial behind; the next run discards it and finishes.
@@ -185,12 +185,7 @@ def test_to_lerobot_rerun_and_interrupted_output(tmp_path):
 
 
 def test_cli_reports_bad_input(tmp_path, capsys):
-    assert (
-        convert_main(
-            ["from-lerobot", REPO, "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "s")]
-        )
-        == 1
-    )
+    assert convert_main(["from-lerobot", REPO, f"root={tmp_path / 'missing'}", f"out={tmp_path / 's'}"]) == 1
     assert "no meta/info.json" in capsys.readouterr().err
     (tmp_path / "not_lerobot").mkdir()
     (tmp_path / "not_lerobot" / "file.txt").write_text("x")
@@ -199,10 +194,8 @@ def test_cli_reports_bad_input(tmp_path, capsys):
         [
             "to-lerobot",
             str(tmp_path / "store.zarr"),
-            "--out",
-            str(tmp_path / "not_lerobot"),
-            "--repo-id",
-            "local/x",
+            f"out={tmp_path / 'not_lerobot'}",
+            "repo_id=local/x",
         ]
     )
     assert code == 1 and "not a LeRobot dataset" in capsys.readouterr().err

@@ -183,3 +183,23 @@ def test_env_configs_build_through_the_registry(config: str) -> None:
         assert action.shape == (4,) and action.dtype == np.float32
     finally:
         env.close()
+
+
+def test_free_workspace_camera_frames_the_table_and_bad_specs_are_named() -> None:
+    """`workspace` (or any {lookat, distance, azimuth, elevation}) is a camera placed by the config."""
+    from vla.envs.metaworld_render import WORKSPACE_CAMERA
+
+    env = make(
+        "reach", image_size=32, cameras={"ws": "workspace", "same": dict(WORKSPACE_CAMERA), "c2": "corner2"}
+    )
+    try:
+        obs, _ = env.reset(seed=3)
+        ws, same, corner = obs[camera_key("ws")], obs[camera_key("same")], obs[camera_key("c2")]
+        assert ws.shape == (32, 32, 3) and np.array_equal(ws, same)  # the name is that spec
+        assert not np.array_equal(ws, corner)
+        moved = env.step(np.array([1.0, 0.0, 0.0, 0.0]))[0][camera_key("ws")]
+        assert not np.array_equal(moved, ws)  # the arm moved in view
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="missing \\['distance'"):
+        make("reach", cameras={"x": {"lookat": [0, 0.6, 0], "azimuth": 0, "elevation": -30}})

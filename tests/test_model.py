@@ -8,6 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from vla.model.decoding import DecodeOptions
 from vla.model.model import VLA, VLAConfig
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
@@ -112,8 +113,9 @@ def test_kv_cache_decoding_equals_the_uncached_forward(padded, film):
         obs["text_is_pad"][1, 3:] = True
         obs["obs_is_pad"][0, 0] = True
     n = config.max_action_tokens
-    cached, cached_logits = model.generate(obs, n, use_cache=True, return_logits=True)
-    plain, plain_logits = model.generate(obs, n, use_cache=False, return_logits=True)
+    options = DecodeOptions(num_tokens=n, return_logits=True)
+    cached, cached_logits = model.generate(obs, options, use_cache=True)
+    plain, plain_logits = model.generate(obs, options, use_cache=False)
     assert cached.shape == (2, n)
     assert torch.equal(cached, plain)
     torch.testing.assert_close(cached_logits, plain_logits, atol=1e-5, rtol=1e-4)
@@ -124,14 +126,15 @@ def test_kv_cache_decoding_equals_the_uncached_forward(padded, film):
 def test_cached_decoding_follows_weight_updates():
     """The decode step keeps transposed copies of the weights: an optimizer step must invalidate them."""
     model, config, obs, tokens = model_and_inputs(seed=3)
-    before = model.generate(obs, config.max_action_tokens, return_logits=True)[1]
+    options = DecodeOptions(return_logits=True)
+    before = model.generate(obs, options)[1]
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     model.train()
     model.loss(obs, tokens).backward()
     optimizer.step()
     model.eval()
-    cached = model.generate(obs, config.max_action_tokens, use_cache=True, return_logits=True)
-    plain = model.generate(obs, config.max_action_tokens, use_cache=False, return_logits=True)
+    cached = model.generate(obs, options, use_cache=True)
+    plain = model.generate(obs, options, use_cache=False)
     assert not torch.allclose(before, cached[1], atol=1e-4)
     assert torch.equal(cached[0], plain[0])
     torch.testing.assert_close(cached[1], plain[1], atol=1e-5, rtol=1e-4)
@@ -141,17 +144,21 @@ def test_sampling_is_seeded_and_respects_suppress_and_eos():
     model, config, obs, _ = model_and_inputs(seed=2)
     draws = [
         model.generate(
-            obs, 10, temperature=1.5, top_k=5, use_cache=c, generator=torch.Generator().manual_seed(3)
+            obs,
+            DecodeOptions(
+                num_tokens=10, temperature=1.5, top_k=5, generator=torch.Generator().manual_seed(3)
+            ),
+            use_cache=c,
         )
         for c in (True, False)
     ]
     assert torch.equal(draws[0], draws[1])
-    greedy = model.generate(obs, 10)
+    greedy = model.generate(obs, {"num_tokens": 10})
     banned = sorted(set(greedy.flatten().tolist()))[:3]
-    steered = model.generate(obs, 10, suppress_tokens=banned)
+    steered = model.generate(obs, {"num_tokens": 10, "suppress_tokens": banned})
     assert not torch.isin(steered, torch.tensor(banned)).any()
     eos, pad = int(greedy[0, 0]), config.action_vocab_size - 1
-    stopped = model.generate(obs, 10, eos_token=eos, pad_token=pad)
+    stopped = model.generate(obs, {"num_tokens": 10, "eos_token": eos, "pad_token": pad})
     assert stopped[0, 0] == eos and (stopped[0, 1:] == pad).all()
 
 
@@ -173,7 +180,7 @@ def test_tiny_model_overfits_a_small_batch():
         loss.backward()
         optimizer.step()
     assert first > 3.0 and loss.item() < 0.05
-    generated = model.generate(obs, config.max_action_tokens)
+    generated = model.generate(obs)
     assert torch.equal(generated[:, :-2], tokens[:, :-2])
 
 
@@ -232,12 +239,12 @@ def test_fewer_history_steps_and_no_instruction_are_accepted():
 def test_film_conditions_the_vision_stem_on_the_instruction():
     model, config, obs, tokens = model_and_inputs(seed=4, vision_encoder="conv", film=True)
     # FiLM starts as the identity: the instruction reaches the image tokens only once it has trained.
-    first_stage = model.vision.films[0]
+    first_stage = model.vision.stem.films[0]
     assert torch.count_nonzero(first_stage.weight) == 0 and torch.count_nonzero(first_stage.bias) == 0
     other_text = dict(obs, text_tokens=(obs["text_tokens"] + 1) % config.text_vocab_size)
     images_only = slice(6, 6 + len(config.cameras) * (config.image_size // config.patch_size) ** 2)
     with torch.no_grad():
-        for film in model.vision.films:
+        for film in model.vision.stem.films:
             torch.nn.init.normal_(film.weight, std=0.5)
         same = model.embed_prefix(obs)[0][:, images_only]
         assert torch.equal(same, model.embed_prefix(obs)[0][:, images_only])

@@ -25,6 +25,15 @@ def _episodes(path: Path) -> list[tuple[str, int, bool]]:
     return [(m.extra["task"], m.seed, m.success) for m in store.episodes_meta()]
 
 
+def seed(suite: str, task: str, i: int) -> int:
+    """Training seed ``i`` of ``task``: each task has its own block (vla.seeds)."""
+    from vla.envs import registry
+    from vla.seeds import first_train_seed, task_numbers
+
+    number = task_numbers([task], registry.suite_module(suite).task_names(None))[task]
+    return first_train_seed(number) + i
+
+
 def test_records_round_robin_with_training_seeds_then_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -38,16 +47,18 @@ def test_records_round_robin_with_training_seeds_then_resumes(
     assert store.schema.features[ACTION_KEY].names == ("delta_x", "delta_y", "delta_z", "gripper")
     assert store.schema.features[STATE_KEY].kind == "state" and store.robot_type == "sawyer"
     first = _episodes(out)
-    # 3 episodes over 2 tasks, round-robin: 2 for the first task, 1 for the second, seeds from 0.
+    # 3 episodes over 2 tasks, round-robin: 2 for the first task, 1 for the second, each task's
+    # first training seeds (a block per task, so no two tasks share a layout).
     assert sorted(first) == [
-        ("button-press-topdown-v3", 0, True),
-        ("reach-v3", 0, True),
-        ("reach-v3", 1, True),
+        ("button-press-topdown-v3", seed("metaworld", "button-press-topdown-v3", 0), True),
+        ("reach-v3", seed("metaworld", "reach-v3", 0), True),
+        ("reach-v3", seed("metaworld", "reach-v3", 1), True),
     ]
+    assert len({s for _, s, _ in first}) == 3
     meta = store.episode_meta(0)
     assert meta.env_id == "metaworld_mt10" and meta.extra["phrasing"] == "train"
     assert meta.extra["expert_noise"] == 0.1
-    assert all(seed not in EVAL_SEED_RANGE for _, seed, _ in first)
+    assert all(s not in EVAL_SEED_RANGE for _, s, _ in first)
     episode = store.read_episode(0)
     assert len(episode[ACTION_KEY]) == meta.length > 1
     assert np.abs(episode[ACTION_KEY]).max() <= 1.0
@@ -76,7 +87,10 @@ def test_records_round_robin_with_training_seeds_then_resumes(
     assert (summary.already, summary.committed) == (4, 1)
     after = _episodes(out)
     assert after[:3] == first
-    assert sorted(after[3:]) == [("button-press-topdown-v3", 1, True), ("reach-v3", 2, True)]
+    assert sorted(after[3:]) == [
+        ("button-press-topdown-v3", seed("metaworld", "button-press-topdown-v3", 1), True),
+        ("reach-v3", seed("metaworld", "reach-v3", 2), True),
+    ]
     assert record(env_cfg, settings).attempts == 0  # nothing missing: nothing recorded
 
 
@@ -85,7 +99,7 @@ def test_keep_failed_keeps_or_drops_failed_episodes(tmp_path: Path) -> None:
     short = ["env=metaworld_mt10", "tasks=[reach-v3]", "env.max_episode_steps=3", "workers=0", *FAST]
     kept = tmp_path / "kept.zarr"
     assert main([*short, "episodes=2", "keep_failed=true", f"out={kept}"]) == 0
-    assert _episodes(kept) == [("reach-v3", 0, False), ("reach-v3", 1, False)]
+    assert _episodes(kept) == [("reach-v3", seed("metaworld", "reach-v3", i), False) for i in (0, 1)]
     assert TrajectoryStore.open(kept).episode_meta(0).length == 3
 
     dropped = tmp_path / "dropped.zarr"
@@ -93,15 +107,20 @@ def test_keep_failed_keeps_or_drops_failed_episodes(tmp_path: Path) -> None:
     assert TrajectoryStore.open(dropped).num_episodes == 0
 
 
+REACH = "tasks=[reach-red,reach-green,reach-blue]"  # the demo's quickest tasks
+
+
 def test_parallel_workers_record_the_tabletop_demo(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "demo.zarr"
-    args = ["dataset=tabletop_demo", "episodes_per_task=2", f"out={out}", "workers=2", *FAST]
+    args = ["dataset=tabletop_demo", "episodes_per_task=2", f"out={out}", "workers=2", *FAST, REACH]
     assert main(args) == 0
     episodes = _episodes(out)
     tasks = ["reach-red", "reach-green", "reach-blue"]
-    assert sorted(episodes) == sorted((task, seed, True) for task in tasks for seed in (0, 1))
+    assert sorted(episodes) == sorted(
+        (task, seed("tabletop", task, i), True) for task in tasks for i in (0, 1)
+    )
     store = TrajectoryStore.open(out)
     assert {store.episode_meta(i).extra["expert_noise"] for i in range(6)} == {0.05}  # the recipe's noise
     assert store.schema.features[camera_key("front")].shape == (24, 24, 3)
@@ -113,7 +132,7 @@ def test_config_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFi
     cases = {
         ("env=no_such_env", "episodes=1", out): "no env config named 'no_such_env'",
         ("env=metaworld_mt10", "episodes=1"): "out=",
-        ("env=metaworld_mt10", "episode=1", out): "unknown record settings ['episode']",
+        ("env=metaworld_mt10", "episode=1", out): "unknown key 'episode'",
         ("env=metaworld_mt10", out): "episodes=N",
         ("env=metaworld_mt10", "episodes=1", "tasks=[fly]", out): "unknown Meta-World task 'fly'",
         ("episodes=1", out): "env=<name>",
@@ -150,14 +169,16 @@ def test_parallel_recording_writes_the_same_store_every_time(tmp_path: Path) -> 
     stores = []
     for run in range(2):
         out = tmp_path / f"run{run}.zarr"
-        args = ["dataset=tabletop_demo", "episodes_per_task=3", f"out={out}", "workers=2", *FAST]
+        args = ["dataset=tabletop_demo", "episodes_per_task=3", f"out={out}", "workers=2", *FAST, REACH]
         assert main(args) == 0
         stores.append(TrajectoryStore.open(out))
     first, second = stores
     assert _episodes(tmp_path / "run0.zarr") == _episodes(tmp_path / "run1.zarr")
     # Round-robin over tasks, each task's training seeds in order.
-    assert [(task, seed) for task, seed, _ in _episodes(tmp_path / "run0.zarr")] == [
-        (task, seed) for seed in range(3) for task in ("reach-red", "reach-green", "reach-blue")
+    assert [(task, s) for task, s, _ in _episodes(tmp_path / "run0.zarr")] == [
+        (task, seed("tabletop", task, i))
+        for i in range(3)
+        for task in ("reach-red", "reach-green", "reach-blue")
     ]
     for key in (ACTION_KEY, STATE_KEY, camera_key("front")):
         np.testing.assert_array_equal(first.array(f"data/{key}")[:], second.array(f"data/{key}")[:])

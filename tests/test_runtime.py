@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from test_train_helpers import make_config_root, make_tiny_store
 
-from vla.config import compose
+from vla.checkpoint import CheckpointError
 from vla.policies import load_policy as load_policy_public
-from vla.policies.checks import FeatureMismatchError, ObservationError
 from vla.policies.runtime import Policy, load_policy
-from vla.train.checkpoint import CheckpointError
+from vla.policy_spec import FeatureMismatchError, ObservationError
+from vla.train.cli import train_config
 from vla.train.loop import train
 
 FRONT, WRIST, STATE = "observation.images.front", "observation.images.wrist", "observation.state"
@@ -25,7 +25,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_config_root(root / "cfg", make_tiny_store(root / "store.zarr"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VLA_CONFIG_ROOT", str(root / "cfg"))
-        cfg = compose(["dataset=tinyds", "policy=testtiny", f"out={root / 'run'}", "train.steps=2"])
+        cfg = train_config(["dataset=tinyds", "policy=testtiny", f"out={root / 'run'}", "train.steps=2"])
         return train(cfg).run_dir
 
 

@@ -190,3 +190,25 @@ def test_text_tokenizer_round_trips_json_and_caps_vocab():
     assert torch.equal(a, b)
     with pytest.raises(TypeError, match="list of instructions"):
         tok.encode("touch the red block", 8)
+
+
+def test_continuous_codec_round_trips_clips_and_rejects_non_finite_chunks():
+    from vla.model.action_tokenizers import ContinuousCodec
+
+    chunks = np.random.default_rng(0).uniform(-1.2, 1.2, (5, HORIZON, DIMS)).astype(np.float32)
+    codec = make_action_tokenizer("continuous").fit(chunks)
+    assert codec.max_tokens == HORIZON and codec.generation_options() == {"num_tokens": HORIZON}
+    encoded, mask = codec.encode(chunks)
+    assert encoded.dtype == torch.float32 and encoded.shape == chunks.shape and bool(mask.all())
+    assert float(encoded.abs().max()) <= 1.0  # clipped like the discrete tokenizers
+    decoded, report = codec.decode(encoded)
+    np.testing.assert_allclose(decoded, np.clip(chunks, -1, 1), atol=1e-7)
+    assert report.ok and report.num_chunks == 5
+    bad = encoded.clone()
+    bad[2, 1, 0] = float("nan")
+    decoded, report = codec.decode(bad)
+    assert report.rejected == [2] and np.isnan(decoded[2]).all() and np.isfinite(decoded[[0, 1, 3, 4]]).all()
+    with pytest.raises(ValueError, match="shape"):
+        codec.decode(torch.zeros(2, HORIZON + 1, DIMS))
+    restored = action_tokenizer_from_state_dict(codec.state_dict())
+    assert isinstance(restored, ContinuousCodec) and restored.max_tokens == HORIZON

@@ -24,10 +24,10 @@ def _worker(rank: int, world_size: int, port: int, root: str) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), VLA_CONFIG_ROOT=f"{root}/cfg")  # fmt: skip
     torch.set_num_threads(1)
-    from vla.config import compose
+    from vla.train.cli import train_config
     from vla.train.loop import train
 
-    cfg = compose(
+    cfg = train_config(
         ["dataset=tinyds", "policy=testtiny", f"out={root}/run", "train.steps=3", "train.batch_size=2"]
     )
     result = train(cfg)
@@ -51,8 +51,8 @@ def test_two_gloo_processes_stay_in_sync(tmp_path: Path) -> None:
     # The processes saw different samples (sharding), yet their weights moved identically; check they
     # did move (the initial weights are seeded), so the equality above is not trivially true.
     torch.manual_seed(0)
+    from vla.checkpoint import load_documents
     from vla.model.model import VLA, VLAConfig
-    from vla.train.checkpoint import load_documents
 
     docs = load_documents(checkpoints / (checkpoints / "latest").read_text().strip())
     fresh = VLA(VLAConfig.from_dict(docs["config"]["model"])).state_dict()

@@ -5,15 +5,16 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from test_train_helpers import make_config_root, make_tiny_store
 
 from vla.cli import main as vla_main
-from vla.config import compose
 from vla.normalization import NormalizationError
-from vla.policies.checks import FeatureMismatchError
+from vla.policy_spec import FeatureMismatchError
+from vla.train.cli import train_config
 from vla.train.loop import train
 
 
@@ -37,7 +38,7 @@ def _losses(out: Path, *extra: str, stop_after: int | None = None) -> dict[int, 
         if stop_after is not None and step == stop_after:
             raise KeyboardInterrupt  # a crash after this step: its checkpoint was never written
 
-    cfg = compose(["dataset=tinyds", "policy=testtiny", f"out={out}", *extra])
+    cfg = train_config(["dataset=tinyds", "policy=testtiny", f"out={out}", *extra])
     with contextlib.suppress(KeyboardInterrupt):
         train(cfg, on_step=record)
     return losses
@@ -67,9 +68,65 @@ def test_cli_reports_bad_arguments(tiny_root: Path, capsys: pytest.CaptureFixtur
     assert "nope" in capsys.readouterr().err
     assert (
         vla_main(["train", "dataset=tinyds", "policy=testtiny", f"out={tiny_root / 'x'}", "train.stepz=1"])
-        == 1
+        == 2
     )
     assert "stepz" in capsys.readouterr().err
+    assert not (tiny_root / "x").exists()  # refused before anything ran
+
+
+def test_on_step_observes_every_step_without_changing_the_logging_cadence(tiny_root: Path) -> None:
+    out = tiny_root / "observed"
+    seen: list[int] = []
+    cfg = train_config(["dataset=tinyds", "policy=testtiny", f"out={out}", "train.log_every=4"])
+    train(cfg, on_step=lambda step, loss: seen.append(step) if np.isfinite(loss) else None)
+    assert seen == [1, 2, 3, 4, 5, 6]
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged if "train/loss" in row] == [4, 6]  # log_every, and the last step
+
+
+def test_vla_train_hands_the_simulation_evaluator_to_the_loop(
+    tiny_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vla.evaluation
+
+    (tiny_root / "cfg" / "envs" / "tinyenv.yaml").write_text("suite: tabletop\ntasks: [reach-red]\n")
+    calls = []
+
+    def evaluate_checkpoint(checkpoint, env, **options):
+        calls.append((Path(checkpoint).name, env["suite"], options["episodes_per_task"]))
+        return SimpleNamespace(overall=[SimpleNamespace(phrasing="train", success_rate=0.25)])
+
+    monkeypatch.setattr(vla.evaluation, "evaluate_checkpoint", evaluate_checkpoint)
+    out = tiny_root / "evaluated"
+    argv = ["train", "dataset=tinyds", "policy=testtiny", "env=tinyenv", f"out={out}", "train.steps=4",
+            "train.eval_every=2", "train.eval_episodes=3"]  # fmt: skip
+    assert vla_main(argv) == 0
+    assert calls == [("step_00000002", "tabletop", 3), ("step_00000004", "tabletop", 3)]
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged if "eval/success_train" in row] == [2, 4]
+
+
+def test_multirun_trains_every_combination_in_order(
+    tiny_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tiny_root / "sweep"
+    argv = ["train", "--multirun", "dataset=tinyds", "policy=testtiny", f"out={out}", "train.steps=1",
+            "train.lr=1e-3,2e-3", "train.seed=0,1"]  # fmt: skip
+    assert vla_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "job 3: dataset=tinyds policy=testtiny" in printed and "train.lr=0.002 train.seed=1" in printed
+    for job, (lr, seed) in enumerate([(1e-3, 0), (1e-3, 1), (2e-3, 0), (2e-3, 1)]):
+        checkpoints = out / str(job) / "checkpoints"
+        saved = json.loads(
+            (checkpoints / (checkpoints / "latest").read_text().strip() / "config.json").read_text()
+        )
+        assert (saved["train"]["lr"], saved["train"]["seed"], saved["train"]["steps"]) == (lr, seed, 1)
+    # Every job is checked before the first trains: a bad value in the last job trains nothing.
+    bad = tiny_root / "bad_sweep"
+    assert (
+        vla_main(["train", "-m", "dataset=tinyds", "policy=testtiny", f"out={bad}", "train.steps=1,x"]) == 2
+    )
+    assert "train.steps" in capsys.readouterr().err and not bad.exists()
 
 
 def test_resume_continues_exactly(tiny_root: Path) -> None:
@@ -85,11 +142,13 @@ def test_resume_continues_exactly(tiny_root: Path) -> None:
 
 def test_resume_against_other_data_names_the_mismatch(tiny_root: Path) -> None:
     out = tiny_root / "mismatch_run"
-    train(compose(["dataset=tinyds", "policy=testtiny", f"out={out}", "train.steps=1"]))
+    train(train_config(["dataset=tinyds", "policy=testtiny", f"out={out}", "train.steps=1"]))
     other_stats = make_tiny_store(tiny_root / "other.zarr", seed=7)
     with pytest.raises(NormalizationError, match="differs between store"):
         train(
-            compose(["policy=testtiny", f"store={other_stats}", f"resume={out}", f"out={tiny_root / 'o1'}"])
+            train_config(
+                ["policy=testtiny", f"store={other_stats}", f"resume={out}", f"out={tiny_root / 'o1'}"]
+            )
         )
 
     from vla.data.synthetic import synthetic_schema, write_synthetic_store
@@ -98,10 +157,10 @@ def test_resume_against_other_data_names_the_mismatch(tiny_root: Path) -> None:
     wider = tiny_root / "wider.zarr"
     write_synthetic_store(wider, 4, episode_length=12, schema=schema).compute_stats()
     with pytest.raises(FeatureMismatchError, match="observation.state"):
-        train(compose(["policy=testtiny", f"store={wider}", f"resume={out}", f"out={tiny_root / 'o2'}"]))
+        train(train_config(["policy=testtiny", f"store={wider}", f"resume={out}", f"out={tiny_root / 'o2'}"]))
     with pytest.raises(FeatureMismatchError, match="state_dim"):
         train(
-            compose(
+            train_config(
                 ["policy=testtiny", f"store={wider}", f"out={tiny_root / 'o3'}", "policy.model.state_dim=4"]
             )
         )

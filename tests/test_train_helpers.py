@@ -29,9 +29,9 @@ def make_tiny_store(path: Path, num_episodes: int = 4, seed: int = 0) -> Path:
 
 def make_config_root(root: Path, store: Path, train: dict | None = None) -> Path:
     """``root/{envs,datasets,policies}`` with dataset ``tinyds`` (-> ``store``) and policy ``testtiny``."""
-    for folder in ("envs", "datasets", "policies"):
+    for folder in ("envs", "datasets", "policies", "benchmarks"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     (root / "datasets" / "tinyds.yaml").write_text(yaml.safe_dump({"out": str(store)}))
-    policy = {"model": TINY_MODEL, "action_tokenizer": "binning", "train": {**TINY_TRAIN, **(train or {})}}
+    policy = {"model": TINY_MODEL, "train": {**TINY_TRAIN, **(train or {})}}  # ar_bins: binning tokens
     (root / "policies" / "testtiny.yaml").write_text(yaml.safe_dump(policy))
     return root

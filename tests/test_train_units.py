@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from vla.train import checkpoint as ckpt
+from vla import checkpoint as ckpt
+from vla.data.loader import StepBatchSampler
 from vla.train.config import TrainConfig
 from vla.train.ema import EMA
 from vla.train.optim import build_optimizer, lr_at
-from vla.train.sampler import StepBatchSampler
 
 DOCS = {name: {"name": name} for name in ckpt.JSON_FILES}
 
@@ -175,3 +175,23 @@ def test_simulation_eval_hook_reports_success_and_survives_failures(tmp_path) ->
 
     assert evaluate_in_simulation(broken, tmp_path / "step_1", {"name": "tabletop"}, 3, tmp_path) == {}
     assert evaluate_in_simulation(evaluator, tmp_path / "step_1", None, 3, tmp_path) == {}
+
+
+def test_the_action_head_decides_the_tokenizer_and_contradictions_are_named():
+    from vla.train.run import action_head_and_tokenizer
+
+    fast = {"fast": {"scale": 10, "bpe_vocab_size": 256}}
+    assert action_head_and_tokenizer({}, None) == ("ar_bins", "binning", {})
+    assert action_head_and_tokenizer({"action_head": "ar_fast"}, fast) == ("ar_fast", "fast", fast["fast"])
+    # Switching heads needs no other change: only the chosen head's tokenizer reads its options.
+    assert action_head_and_tokenizer({"action_head": "flow"}, fast) == ("flow", "continuous", {})
+    assert action_head_and_tokenizer({"action_head": "l1"}, None) == ("l1", "continuous", {})
+    # The older forms still pick the matching token head.
+    assert action_head_and_tokenizer({}, "fast") == ("ar_fast", "fast", {})
+    assert action_head_and_tokenizer({}, {"name": "fast", "scale": 5}) == ("ar_fast", "fast", {"scale": 5})
+    with pytest.raises(ValueError, match="uses the 'continuous' action tokenizer, not 'binning'"):
+        action_head_and_tokenizer({"action_head": "l1"}, "binning")
+    with pytest.raises(ValueError, match="unknown tokenizers \\['fats'\\]"):
+        action_head_and_tokenizer({"action_head": "ar_fast"}, {"fats": {}})
+    with pytest.raises(ValueError, match="unknown action_head 'mlp'"):
+        action_head_and_tokenizer({"action_head": "mlp"}, None)

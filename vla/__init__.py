@@ -1,7 +1,8 @@
 """vla: vision-language-action policies from demonstrations to robot control loops.
 
-Kept import-light on purpose: ``import vla`` pulls in neither torch nor mujoco, so the deployment
-client (``vla.deploy.client``) runs on a robot computer with numpy, msgpack and websockets only.
+Kept import-light on purpose: ``import vla`` pulls in neither torch nor mujoco. The robot-side client
+of ``vla serve`` is its own distribution (``client/``, package :mod:`vla_client`) that needs numpy,
+msgpack and websockets only.
 """
 
 from __future__ import annotations

@@ -12,7 +12,10 @@ Training::
 
     train, val = split_episodes(store.num_episodes, 0.1, seed=0)
     dataset = TrajectoryDataset(path, WindowSpec(n_obs_steps=2, horizon=16), episodes=train)
-    loader = make_dataloader(dataset, batch_size=64, num_workers=2)  # chunk-aware shuffling
+    loader = make_dataloader(dataset, batch_size=64, steps=1000, num_workers=2)  # what `vla train` reads
+
+"Chunk" in this package is the store's storage chunk (frames of one feature stored as one unit),
+never a policy's action chunk.
 """
 
 from typing import Any
@@ -28,28 +31,26 @@ from vla.data.errors import (
 from vla.data.schema import FeatureSpec, Schema
 from vla.data.store import EpisodeMeta, TrajectoryStore
 from vla.data.validate import validate_store
+from vla.data.windows import WindowSpec
 from vla.data.writer import EpisodeWriter
 
-# Training-side names import torch: loaded on first use so `vla data info` stays light.
-_LAZY = {
-    "TrajectoryDataset": "vla.data.dataset",
-    "split_episodes": "vla.data.dataset",
-    "ChunkAwareSampler": "vla.data.sampler",
-    "make_dataloader": "vla.data.sampler",
-    "WindowSpec": "vla.data.windows",
-}
+# Training-side names import torch: imported on first use, so `vla data info` stays light.
+_TRAINING_NAMES = frozenset(
+    {"TrajectoryDataset", "split_episodes", "StorageLocalitySampler", "make_dataloader"}
+)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+    if name in _TRAINING_NAMES:
+        from vla.data import dataset, loader, sampler
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        for module in (dataset, loader, sampler):
+            if hasattr(module, name):
+                return getattr(module, name)
     raise AttributeError(f"module 'vla.data' has no attribute {name!r}")
 
 
 __all__ = [
-    "ChunkAwareSampler",
     "EpisodeMeta",
     "EpisodeStateError",
     "EpisodeWriter",
@@ -60,6 +61,7 @@ __all__ = [
     "StoreCorruptError",
     "StoreError",
     "StoreLockedError",
+    "StorageLocalitySampler",
     "TrajectoryDataset",
     "TrajectoryStore",
     "WindowSpec",

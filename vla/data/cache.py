@@ -1,8 +1,8 @@
-"""Frame sources for training reads: a bounded cache of decoded zarr chunks, or plain arrays.
+"""Frame sources for training reads: a bounded cache of decoded zarr (storage) chunks, or plain arrays.
 
-Decoding a chunk costs far more than copying a few frames out of it, so the store source decodes
-whole chunks (about 1 MB) and keeps the most recently used ones up to a byte budget: samples drawn
-near each other in time (see :class:`vla.data.sampler.ChunkAwareSampler`) then cost an array
+Decoding a storage chunk costs far more than copying a few frames out of it, so the store source
+decodes whole chunks (about 1 MB) and keeps the most recently used ones up to a byte budget: samples
+drawn near each other in time (:class:`vla.data.sampler.StorageLocalitySampler`) then cost an array
 index, and memory stays bounded however large the store is. Both sources fill a whole batch of
 windows at once (:meth:`gather`), visiting each chunk once per batch.
 
@@ -22,8 +22,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from vla.data.chunks import chunk_reader
-from vla.data.store import TrajectoryStore, read_block
+from vla.data.store import TrajectoryStore
 
 DEFAULT_CACHE_BYTES = 512 << 20
 INITIAL_CACHE_BYTES = 64 << 20  # where a cache starts before it has seen that more would help
@@ -35,7 +34,7 @@ class ChunkCache:
     The cache grows only where growing pays: it starts at ``initial_bytes`` (or ``max_bytes`` if
     smaller) and remembers the keys it evicted ("ghosts", as in ARC) for as many bytes as it may
     still grow; a miss on a ghost is a miss a larger cache would have hit, and grows the limit by
-    that chunk. Misses on chunks never seen (most of them under the chunk-aware sampler, whose
+    that chunk. Misses on chunks never seen (most of them under the storage-locality sampler, whose
     working set is small) evict and reuse memory instead: on virtual machines first-touching a
     fresh MB-sized buffer costs several times more than decoding into one already mapped
     (0.7-4.6 ms against 0.1 ms per 1.7 MB measured), so a cache that grew to its whole budget
@@ -123,9 +122,9 @@ class _Arena:
 class StoreFrames:
     """Rows of store features read chunk by chunk through a :class:`ChunkCache`.
 
-    Local stores are read by :class:`vla.data.chunks.ChunkFileReader` (no zarr machinery per
-    chunk); remote ones, or unusual layouts, through zarr. ``end`` is the committed frame count:
-    rows at or past it are never asked for.
+    Chunks come from the store's readers (:mod:`vla.data.rows`: direct file reads for local
+    stores, zarr otherwise), so a missing or corrupt chunk raises instead of reading as zeros.
+    ``end`` is the committed frame count: rows at or past it are never asked for.
     """
 
     def __init__(
@@ -136,7 +135,7 @@ class StoreFrames:
         end: int | None = None,
     ) -> None:
         self._arrays = {key: store.array(f"data/{key}") for key in keys}
-        self._readers = {key: chunk_reader(a, store.path, key) for key, a in self._arrays.items()}
+        self._readers = {key: store.reader(key) for key in self._arrays}
         self._chunk = {key: int(array.chunks[0]) for key, array in self._arrays.items()}
         self._end = store.num_frames if end is None else int(end)
         self.cache = ChunkCache(cache_bytes, release=self._release)
@@ -165,15 +164,9 @@ class StoreFrames:
         arena = self._arena[key]
         slot = arena.take()
         out = arena.data[slot]
-        reader = self._readers[key]
         try:
-            if reader is not None:
-                chunk = reader.read(index, out)
-            else:
-                size = self._chunk[key]
-                start = index * size
-                chunk = read_block(self._arrays[key], start, min(start + size, self._end))
-            if chunk is not out:  # a chunk never written (fill value), or read through zarr
+            chunk = self._readers[key].read(index, out)
+            if chunk is not out:  # the decode could not use the slot (another shape or dtype)
                 out[: len(chunk)] = chunk
         except BaseException:
             arena.give_back(slot)

@@ -1,7 +1,8 @@
 """Direct reads of one stored chunk: shard index + chunk bytes, CRC32C check, Blosc decode.
 
-Reading a chunk through zarr's public API costs milliseconds of async machinery on top of the
-decode itself (see docs/field-notes). Our arrays use one fixed, simple codec pipeline (bytes,
+Reading a chunk through zarr's public API costs milliseconds on top of the decode itself: zarr 3
+runs every read as coroutines on its own event-loop thread (store lookups, codec pipeline, a hand-off
+to that thread and back). Our arrays use one fixed, simple codec pipeline (bytes,
 Blosc, CRC32C; images inside a sharding codec with its index at the end), so for local stores
 :class:`ChunkFileReader` reads a chunk with two ``pread`` calls on one open file and decodes it
 straight into a numpy array. The format stays plain Zarr v3: any other pipeline, and fsspec
@@ -12,15 +13,19 @@ version of the file, and every version made after a reader opened holds the fram
 may ask for (those committed then). So each shard is opened, and its index read and checked,
 once, and then serves all its chunks (measured: the open, ``fstat`` and index read per chunk cost
 as much Python time as the copy). A checksum mismatch closes the file and is retried on a fresh
-open (a non-atomic rewrite can still be caught mid-way), then raised as
+open (a non-atomic rewrite can still be caught mid-way; :mod:`vla.data.retry`), then raised as
 :class:`StoreCorruptError` naming the feature, the frames and the file.
+
+Every chunk holding committed frames exists: the store writes chunks even when they equal the fill
+value (:mod:`vla.data.store`), so a missing shard file, or a shard index that says a committed chunk
+was never written, is damage and raises :class:`StoreCorruptError`; it is never read as zeros.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -31,11 +36,11 @@ import zarr
 from numcodecs import blosc
 
 from vla.data.errors import StoreCorruptError
+from vla.data.retry import with_read_retries
 
-READ_RETRIES = 4
 _PIECE_BYTES = 256 << 10  # raw chunks are read and checksummed in pieces of this size
 _INDEX_ENTRY_BYTES = 16  # (offset, nbytes) as little-endian uint64
-_EMPTY = np.uint64(2**64 - 1)  # index entry of a chunk that was never written (all fill value)
+_EMPTY = np.uint64(2**64 - 1)  # shard index entry of a chunk that was never written
 OPEN_FILES = 32  # shard files each reader keeps open (least recently used closed first)
 _BLOSC_HEADER = 16  # Blosc 1 frame header: version, flags, typesize, nbytes, blocksize, cbytes
 _BLOSC_MEMCPYED = 0x02  # flag: the frame holds the raw bytes after the header
@@ -59,6 +64,10 @@ class _Unreadable(Exception):
     """A shard whose index cannot be trusted (too short, or its checksum fails)."""
 
 
+class _ChecksumMismatch(Exception):
+    """A chunk (or its shard's index) failed its checksum: read it again from a fresh open."""
+
+
 class _OpenFile(NamedTuple):
     """A chunk file a reader holds open, with what it checked when opening it."""
 
@@ -75,16 +84,18 @@ class ChunkFileReader:
     feature: str  # for error messages
     chunk_shape: tuple[int, ...]
     dtype: np.dtype
-    fill_value: float
     chunks_per_file: int  # inner chunks per shard; 1 when the array is not sharded
     array: zarr.Array
     _buffer: bytearray = field(default_factory=bytearray, repr=False)  # reused: no fresh pages per read
     _open: OrderedDict[int, _OpenFile] = field(default_factory=OrderedDict, repr=False)  # by file number
 
-    def close(self) -> None:
+    def close(self, _close_fd: Callable[[int], None] = os.close) -> None:
         """Close every shard file this reader holds open."""
-        while self._open:
-            os.close(self._open.popitem()[1].fd)
+        # os.close is bound when the class is defined: a reader collected at interpreter exit may run
+        # after the os module's globals were cleared (os is None by then).
+        handles = getattr(self, "_open", None)  # absent when __init__ failed
+        while handles:
+            _close_fd(handles.popitem()[1].fd)
 
     def __del__(self) -> None:
         self.close()
@@ -132,9 +143,6 @@ class ChunkFileReader:
     def _file(self, index: int) -> Path:
         coords = (index // self.chunks_per_file,) + (0,) * (len(self.chunk_shape) - 1)
         return self.directory / self.array.metadata.encode_chunk_key(coords)
-
-    def _empty(self) -> np.ndarray:
-        return np.full(self.chunk_shape, self.fill_value, dtype=self.dtype)
 
     def _pread(self, fd: int, size: int, offset: int) -> memoryview:
         if len(self._buffer) < size:
@@ -188,29 +196,30 @@ class ChunkFileReader:
             f"(chunk file {path}): {problem}"
         )
 
-    def _read_once(self, index: int, out: np.ndarray | None) -> np.ndarray | None:
-        """The decoded chunk, or None when a checksum does not match (caller retries)."""
+    def _read_once(self, index: int, out: np.ndarray | None) -> np.ndarray:
+        """The decoded chunk; raises :class:`_ChecksumMismatch` for the caller to retry."""
         path = self._file(index)
         file_number = index // self.chunks_per_file
         try:
             handle = self._handle(file_number, path)
         except FileNotFoundError:
-            return self._empty()  # zarr leaves chunks of pure fill value unwritten
+            raise self._corrupt(index, path, "chunk file missing") from None
         if handle is None:
-            return None
+            raise _ChecksumMismatch
         fd, data_end, entries = handle
         if entries is None:
             chunk = self._read_frame(fd, 0, data_end, index, path, out)
         else:
             offset, nbytes = entries[index % self.chunks_per_file]
             if offset == _EMPTY and nbytes == _EMPTY:
-                return self._empty()
+                raise self._corrupt(index, path, "chunk missing (its shard index says it was never written)")
             if offset + nbytes > data_end:
                 chunk = None
             else:
                 chunk = self._read_frame(fd, int(offset), int(nbytes), index, path, out)
         if chunk is None:
             self._forget(file_number)  # the retry opens the file afresh
+            raise _ChecksumMismatch
         return chunk
 
     def read(self, index: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -218,12 +227,10 @@ class ChunkFileReader:
 
         ``out`` is a spare array to decode into (used when its shape and dtype fit).
         """
-        for attempt in range(READ_RETRIES):
-            chunk = self._read_once(index, out)
-            if chunk is not None:
-                return chunk
-            time.sleep(0.005 * (attempt + 1))  # a concurrent rewrite of the shard: read it again
-        raise self._corrupt(index, self._file(index), "CRC32C checksum mismatch (corrupt data)")
+        try:
+            return with_read_retries(lambda: self._read_once(index, out), (_ChecksumMismatch,))
+        except _ChecksumMismatch:
+            raise self._corrupt(index, self._file(index), "CRC32C checksum mismatch (corrupt data)") from None
 
 
 def chunk_reader(array: zarr.Array, store_path: str, feature: str) -> ChunkFileReader | None:
@@ -258,13 +265,11 @@ def chunk_reader(array: zarr.Array, store_path: str, feature: str) -> ChunkFileR
             return None  # chunked along time only
     else:
         return None
-    fill = array.metadata.fill_value
     return ChunkFileReader(
         directory=_local_path(store_path) / array.path,
         feature=feature,
         chunk_shape=inner,
         dtype=np.dtype(array.dtype),
-        fill_value=float(fill) if np.dtype(array.dtype).kind in "fiub" else 0,
         chunks_per_file=chunks_per_file,
         array=array,
     )

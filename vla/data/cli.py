@@ -1,17 +1,30 @@
-"""``vla data``: info, validate, stats and demo for trajectory stores."""
+"""``vla data``: info, validate, stats and demo for trajectory stores.
+
+    vla data info <store>                  episodes, frames, features, instructions, size
+    vla data validate <store>              check every array, boundary and chunk; exit 1 on problems
+    vla data stats <store>                 compute, print and save feature statistics
+    vla data demo <store> [episodes=6] [overwrite=false]
+                                           write a few synthetic episodes, validate, print info
+
+The store comes first (or as ``store=<path>``); options use the ``key=value`` grammar of every
+``vla`` command (:mod:`vla.config`). Bad input is reported in one line: an unknown key or subcommand
+(exit status 2), a path that holds no store (exit status 1, and no writer lock file is left there).
+"""
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig
 
+from vla.cli_errors import cli_main
+from vla.config_schema import at_least, required
 from vla.data.store import TrajectoryStore, is_remote
-from vla.data.validate import validate_store
+from vla.data.validate import quick_problems, validate_store
 
 
 def _size_on_disk(path: str) -> str:
@@ -36,7 +49,15 @@ def print_info(path: str) -> int:
     for text, count in Counter(m.instruction for m in store.episodes_meta()).most_common():
         print(f"  {count:>6}  {text}")
     print(f"statistics {'current' if store.stats_are_current() else 'missing or stale (vla data stats)'}")
-    return 0
+    # Metadata and file listings only (no chunk is read): damage a listing shows is reported here.
+    damage = quick_problems(store)
+    if not damage:
+        print("status     no damage in the metadata or chunk files (`vla data validate` reads every chunk)")
+        return 0
+    print(f"status     DAMAGED: {len(damage)} problem(s); run `vla data validate {path}` for a full check")
+    for problem in damage[:10]:
+        print(f"  {problem}")
+    return 1
 
 
 def run_validate(path: str) -> int:
@@ -48,6 +69,7 @@ def run_validate(path: str) -> int:
 
 
 def run_stats(path: str) -> int:
+    TrajectoryStore.open(path).close()  # read-only first: refuse a non-store before a lock file is made
     with TrajectoryStore.open(path, mode="a") as store:
         stats = store.compute_stats(write=True)
     np.set_printoptions(precision=4, suppress=True, linewidth=120)
@@ -72,34 +94,33 @@ def run_demo(path: str, episodes: int, overwrite: bool) -> int:
     return code or print_info(path)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vla data", description="Inspect and check trajectory stores.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="episodes, frames, features, instructions, size").add_argument("path")
-    sub.add_parser("validate", help="check every array, boundary and chunk; exit 1 on problems").add_argument(
-        "path"
-    )
-    sub.add_parser("stats", help="compute, print and save feature statistics").add_argument("path")
-    demo = sub.add_parser("demo", help="write a few synthetic episodes, validate, print info")
-    demo.add_argument("path")
-    demo.add_argument("--episodes", type=int, default=6)
-    demo.add_argument("--overwrite", action="store_true", help="replace an existing store at PATH")
-    return parser
+@dataclass
+class StoreCommand:
+    """The arguments of ``vla data info|validate|stats``: the store."""
+
+    store: str = required("<store>")
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "info": lambda a: print_info(a.path),
-    "validate": lambda a: run_validate(a.path),
-    "stats": lambda a: run_stats(a.path),
-    "demo": lambda a: run_demo(a.path, a.episodes, a.overwrite),
+@dataclass
+class DemoCommand(StoreCommand):
+    """The arguments of ``vla data demo``."""
+
+    episodes: int = at_least(6, 1)
+    overwrite: bool = False  # replace an existing store at the path
+
+
+# subcommand -> (the schema of its arguments, the key of its positional argument, what it runs)
+COMMANDS: dict[str, tuple[type, str, Callable[[DictConfig], int]]] = {
+    "info": (StoreCommand, "store", lambda cfg: print_info(cfg.store)),
+    "validate": (StoreCommand, "store", lambda cfg: run_validate(cfg.store)),
+    "stats": (StoreCommand, "store", lambda cfg: run_stats(cfg.store)),
+    "demo": (DemoCommand, "store", lambda cfg: run_demo(cfg.store, cfg.episodes, cfg.overwrite)),
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@cli_main("data")
+def main(argv: Sequence[str]) -> int:
     """Entry point of ``vla data``; returns the exit status."""
-    args = _parser().parse_args(list(argv) if argv is not None else None)
-    try:
-        return COMMANDS[args.command](args)
-    except (OSError, ValueError, RuntimeError) as exc:
-        print(f"vla data {args.command}: {exc}", file=sys.stderr)
-        return 1
+    from vla.config import run_subcommand  # Hydra loads only when a command line is read
+
+    return run_subcommand("data", argv, COMMANDS, usage=__doc__ or "")

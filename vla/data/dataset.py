@@ -2,9 +2,9 @@
 
 Every frame of the selected episodes anchors one sample (see :mod:`vla.data.windows`). The store is
 opened lazily in each process that reads (DataLoader workers included) and the dataset pickles as
-its path and settings, so it works with fork, spawn and forkserver workers alike. For fast random
-training reads use :func:`vla.data.sampler.make_dataloader`, which pairs it with the chunk-aware
-sampler.
+its path and settings, so it works with fork, spawn and forkserver workers alike. Training reads it
+through :func:`vla.data.loader.make_dataloader`, whose default order keeps storage locality (frames
+that share a decoded storage chunk are drawn together: :mod:`vla.data.sampler`).
 """
 
 from __future__ import annotations
@@ -86,18 +86,20 @@ class TrajectoryDataset(Dataset):
             [np.arange(self.episode_starts[e], ends[e]) for e in chosen] or [np.zeros(0, np.int64)]
         ).astype(np.int64)
         self.instructions = [m.instruction for m in store.episodes_meta()]
-        image_chunks = [
+        image_storage_chunks = [
             (int(store.array(f"data/{k}").chunks[0]), features[k])
             for k in self._read_keys()
             if features[k].kind == "image"
         ]
-        self.chunk_frames = max((frames for frames, _ in image_chunks), default=1024)
-        # Bytes of one decoded chunk of each image feature read (the sampler sizes groups by them).
+        # Frames per storage chunk of the images (not a policy's action chunk).
+        self.storage_chunk_frames = max((frames for frames, _ in image_storage_chunks), default=1024)
+        # Bytes of one decoded storage chunk of each image feature read (the sampler sizes groups by them).
         sizes = [
-            frames * int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize for frames, spec in image_chunks
+            frames * int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize
+            for frames, spec in image_storage_chunks
         ]
-        self.image_chunk_bytes = sum(sizes)  # one chunk of every camera
-        self.largest_image_chunk_bytes = max(sizes, default=0)
+        self.image_storage_chunk_bytes = sum(sizes)  # one storage chunk of every camera
+        self.largest_image_storage_chunk_bytes = max(sizes, default=0)
         # (shape, torch dtype) of one row of each feature read, for the batch tensors
         self._arrays_meta = {
             k: (features[k].shape, torch.from_numpy(np.zeros(0, features[k].dtype)).dtype)
@@ -114,7 +116,7 @@ class TrajectoryDataset(Dataset):
         if self.in_memory:
             # Rows are global frame indices: load up to the last frame the chosen episodes use.
             end = int(self.episode_stops[self.episodes].max()) if len(self.episodes) else 0
-            return ArrayFrames({k: np.asarray(store.array(f"data/{k}")[:end]) for k in self._read_keys()})
+            return ArrayFrames({k: store.read_rows(k, 0, end) for k in self._read_keys()})
         return StoreFrames(store, self._read_keys(), self.cache_bytes, end=self.num_store_frames)
 
     @property
@@ -142,7 +144,7 @@ class TrajectoryDataset(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> WindowBatch:
         """The samples ``indices`` at once (torch's DataLoader calls this with a whole batch).
 
-        All windows are computed together and each decoded chunk is visited once per batch;
+        All windows are computed together and each decoded storage chunk is visited once per batch;
         the result is already collated (see :class:`vla.data.batch.WindowBatch`).
         """
         index = np.asarray(indices, dtype=np.int64).reshape(-1)

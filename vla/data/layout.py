@@ -57,7 +57,7 @@ def _pow2_floor(x: float) -> int:
 
 def time_chunk_frames(spec: FeatureSpec) -> int:
     """Frames per chunk of a feature: about 1 MB of images or of low-dimensional rows."""
-    frame_bytes = int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+    frame_bytes = spec.frame_bytes
     if spec.kind == "image":
         return min(256, _pow2_floor(IMAGE_CHUNK_BYTES / frame_bytes))
     return int(np.clip(_pow2_floor(LOWDIM_CHUNK_BYTES / frame_bytes), 1024, 65536))
@@ -118,3 +118,8 @@ def append_rows(array: zarr.Array, start: int, rows: np.ndarray) -> None:
 def read_chunk_frames(array: zarr.Array) -> int:
     """The time length of one read unit (an inner chunk when the array is sharded)."""
     return int(array.chunks[0])
+
+
+def stored_file_frames(array: zarr.Array) -> int:
+    """The time length of one stored file (a shard when the array is sharded, else a chunk)."""
+    return int(array.shards[0]) if array.shards is not None else int(array.chunks[0])

@@ -1,26 +1,26 @@
-"""Chunk-aware sampling: random training order that still reads each decoded chunk many times.
+"""Storage-locality sampling: a random training order that still reads each decoded storage chunk many times.
 
-Plain shuffling makes every sample touch a different chunk, and a chunk read costs milliseconds.
-:class:`ChunkAwareSampler` shuffles *groups* of frames that share a chunk, takes
+"Chunk" here is the store's storage chunk (a run of frames of one feature, compressed and checksummed
+as one unit; see :mod:`vla.data.layout`), not a policy's action chunk. Plain shuffling makes every
+sample touch a different storage chunk, and a chunk read costs milliseconds.
+:class:`StorageLocalitySampler` shuffles *groups* of frames that share storage chunks, takes
 ``groups_in_flight`` random groups at a time and shuffles their samples together, so a batch
 still mixes several distant parts of the store while the chunk cache serves most reads.
 With ``num_workers`` DataLoader workers it interleaves one stream per worker batch by batch
 (DataLoader hands batch ``k`` to worker ``k % num_workers``), so workers do not decode the same
-chunks twice.
+chunks twice. Training reads through :func:`vla.data.loader.make_dataloader` (its ``chunks`` order).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 
-from vla.data.batch import collate_windows
 from vla.data.dataset import TrajectoryDataset
 
-# Chunks per group. A window of history frames reaches into the previous chunk, so a group of
+# Storage chunks per group. A window of history frames reaches into the previous chunk, so a group of
 # k adjacent chunks decodes k + 1: k = 2 reads 1.5 frames per frame used, k = 4 reads 1.25.
 # Groups hold about GROUP_BYTES of each camera, as two chunks of the earlier 2 MB image layout
 # did: images are now chunked in about 1 MB (see vla.data.layout), so a group is 4 chunks and
@@ -35,16 +35,20 @@ CACHE_FILL = 0.75  # the share of the decoded-chunk cache the working set may ta
 
 
 def group_chunks(dataset: TrajectoryDataset, groups_in_flight: int) -> int:
-    """Chunks per sampling group: about :data:`GROUP_BYTES` per camera, while the working set fits the cache."""
-    largest = dataset.largest_image_chunk_bytes
+    """Storage chunks per sampling group: about :data:`GROUP_BYTES` per camera, while the working set
+    fits the cache."""
+    largest = dataset.largest_image_storage_chunk_bytes
     k = GROUP_CHUNKS if largest == 0 else int(np.clip(GROUP_BYTES // largest, MIN_GROUP_CHUNKS, GROUP_CHUNKS))
-    while k > 1 and groups_in_flight * (k + 1) * dataset.image_chunk_bytes > CACHE_FILL * dataset.cache_bytes:
+    while (
+        k > 1
+        and groups_in_flight * (k + 1) * dataset.image_storage_chunk_bytes > CACHE_FILL * dataset.cache_bytes
+    ):
         k -= 1
     return k
 
 
-class ChunkAwareSampler(Sampler[int]):
-    """Sample indices of a :class:`TrajectoryDataset` in chunk-friendly random order.
+class StorageLocalitySampler(Sampler[int]):
+    """Sample indices of a :class:`TrajectoryDataset` in a random order that keeps storage locality.
 
     Each epoch (``set_epoch``, or automatically on each iteration) draws a new order from ``seed``.
     ``rank``/``world_size`` split the groups between data-parallel processes, each yielding the
@@ -70,7 +74,7 @@ class ChunkAwareSampler(Sampler[int]):
         self.groups_in_flight = max(1, groups_in_flight)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
-        frames = group_frames or dataset.chunk_frames * group_chunks(dataset, self.groups_in_flight)
+        frames = group_frames or dataset.storage_chunk_frames * group_chunks(dataset, self.groups_in_flight)
         self._group = dataset.anchor_frame // frames
         self._group_ids, self._group_of_sample = np.unique(self._group, return_inverse=True)
         counts = np.bincount(self._group_of_sample, minlength=len(self._group_ids))
@@ -120,41 +124,3 @@ def _interleave_batches(streams: list[np.ndarray], batch_size: int) -> np.ndarra
     for offset in range(0, longest, batch_size):
         pieces += [s[offset : offset + batch_size] for s in streams]
     return np.concatenate(pieces)
-
-
-def make_dataloader(
-    dataset: TrajectoryDataset,
-    batch_size: int,
-    *,
-    num_workers: int = 0,
-    shuffle: bool = True,
-    seed: int = 0,
-    drop_last: bool = False,
-    rank: int = 0,
-    world_size: int = 1,
-    **loader_kwargs: Any,
-) -> DataLoader:
-    """The recommended training DataLoader: chunk-aware shuffling, persistent workers.
-
-    ``shuffle=False`` reads in store order (validation). Extra arguments go to ``DataLoader``.
-    """
-    sampler = None
-    if shuffle:
-        sampler = ChunkAwareSampler(
-            dataset,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-        )
-    loader_kwargs.setdefault("persistent_workers", num_workers > 0)
-    loader_kwargs.setdefault("collate_fn", collate_windows)  # batches come collated from __getitems__
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        drop_last=drop_last,
-        **loader_kwargs,
-    )

@@ -6,6 +6,7 @@ A feature's kind says how it is stored and read: ``image`` (uint8 (H, W, 3), nam
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,9 @@ from vla.data.errors import FrameError, SchemaError
 from vla.features import INSTRUCTION_KEY, is_image_key
 
 KINDS = ("image", "state", "action", "other")
+# The largest frame of one feature a store holds. Sizes are computed with Python integers: numpy's
+# int64 product of an absurd shape wraps around (to "-2 bytes", or 0 and a division by zero).
+MAX_FRAME_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,11 @@ class FeatureSpec:
             expected = self.shape[-1] if self.shape else 1
             if len(self.names) != expected:
                 raise SchemaError(f"{len(self.names)} names for a last dimension of {expected}")
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one frame of this feature (exact, however large the shape)."""
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,13 +79,15 @@ class Schema:
                 raise SchemaError(f"feature {name!r}: expected a FeatureSpec, got {type(spec).__name__}")
             if not name or "/" in name or name == INSTRUCTION_KEY:
                 raise SchemaError(f"feature name {name!r} is not allowed (empty, contains '/' or reserved)")
+            if spec.frame_bytes > MAX_FRAME_BYTES:
+                raise SchemaError(
+                    f"feature {name!r}: shape {spec.shape} of {spec.dtype} is {spec.frame_bytes} bytes per "
+                    f"frame, more than the {MAX_FRAME_BYTES} a store holds"
+                )
             if (spec.kind == "image") != is_image_key(name):
                 raise SchemaError(
                     f"feature {name!r}: image features, and only they, are named 'observation.images.<camera>'"
                 )
-
-    def keys_of_kind(self, kind: str) -> list[str]:
-        return [name for name, spec in self.features.items() if spec.kind == kind]
 
     def to_json(self) -> dict[str, Any]:
         return {name: spec.to_json() for name, spec in self.features.items()}

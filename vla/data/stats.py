@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vla.data.store import read_block
-
 if TYPE_CHECKING:
     from vla.data.store import TrajectoryStore
 
@@ -99,7 +97,7 @@ def compute_stats(store: TrajectoryStore, seed: int = 0) -> dict[str, Any]:
         running = None if image else _RunningStats(int(np.prod(spec.shape, dtype=np.int64)), seed)
         step = max(int(array.chunks[0]), BLOCK_FRAMES if not image else int(array.chunks[0]))
         for start in range(0, end, step):
-            block = read_block(array, start, min(start + step, end))
+            block = store.read_rows(name, start, min(start + step, end))
             if image:
                 for channel in range(block.shape[-1]):
                     hist[channel] += np.bincount(block[..., channel].ravel(), minlength=256)

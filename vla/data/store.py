@@ -4,6 +4,12 @@ The root group's ``vla`` attribute is the commit record: how many episodes and f
 Zarr's local store rewrites ``zarr.json`` atomically (temporary file + ``os.replace``), so that one
 write is the commit point of an episode. Arrays may run past the committed end after a crash (or
 while a writer is mid-episode): readers never look past it and opening for append truncates it.
+
+Writers store every chunk, even one equal to the fill value (zarr skips those by default), so every
+chunk of committed frames exists on disk and a missing one is damage that readers report
+(:mod:`vla.data.rows`), never zeros. The writer lock (:mod:`vla.data.lock`) is taken before anything
+is created or deleted in the store's directory and its file is never removed, so it protects a store
+from the first byte on.
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,8 +25,9 @@ import numpy as np
 import zarr
 
 from vla.data import layout
-from vla.data.errors import StoreCorruptError, StoreError
-from vla.data.lock import WriterLock
+from vla.data.errors import StoreCorruptError, StoreError, StoreLockedError
+from vla.data.lock import LOCK_NAME, WriterLock
+from vla.data.rows import ChunkReader, read_rows, reader_for
 from vla.data.schema import Schema
 
 if TYPE_CHECKING:
@@ -67,27 +73,6 @@ def open_zarr_root(path: str | os.PathLike[str], read_only: bool) -> zarr.Group:
         raise StoreCorruptError(f"{path}: no trajectory store here ({exc})") from exc
 
 
-READ_RETRIES = 4
-
-
-def read_block(array: zarr.Array, start: int, stop: int) -> np.ndarray:
-    """``array[start:stop]``, retried when a concurrent writer replaced a shard mid-read.
-
-    A sharded read fetches the shard index and then the chunk bytes; if the writer's atomic
-    rewrite of that shard lands in between, the bytes no longer match the index and the CRC32C
-    check fails. The committed rows are the same in the new file, so reading again succeeds.
-    A chunk that fails every time is really corrupt and the error propagates.
-    """
-    for attempt in range(READ_RETRIES):
-        try:
-            return np.asarray(array[start:stop])
-        except (ValueError, RuntimeError):
-            if attempt == READ_RETRIES - 1:
-                raise
-            time.sleep(0.005 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
 def read_text(column: zarr.Group, num_episodes: int) -> list[str]:
     """All committed entries of a text column (UTF-8 bytes plus end offsets)."""
     if num_episodes == 0:
@@ -96,6 +81,22 @@ def read_text(column: zarr.Group, num_episodes: int) -> list[str]:
     data = bytes(np.asarray(column["bytes"][: int(ends[-1])]))
     starts = np.concatenate([[0], ends[:-1]])
     return [data[s:e].decode("utf-8") for s, e in zip(starts, ends, strict=True)]
+
+
+def _has_content(directory: Path) -> bool:
+    """Whether ``directory`` holds anything but the writer lock file."""
+    return directory.is_dir() and any(entry.name != LOCK_NAME for entry in directory.iterdir())
+
+
+def _empty_directory(directory: Path) -> None:
+    """Delete everything in ``directory`` except the writer lock file (held by the caller)."""
+    for entry in directory.iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 class TrajectoryStore:
@@ -107,6 +108,7 @@ class TrajectoryStore:
         self._root = root
         self._lock = lock
         self._arrays: dict[str, zarr.Array] = {}
+        self._readers: dict[str, ChunkReader] = {}
         self._meta_cache: list[EpisodeMeta] | None = None
         self._writer_active = False
         self._doc = self._read_doc()
@@ -133,15 +135,22 @@ class TrajectoryStore:
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         local = _local_path(path)
-        if local.exists() and any(local.iterdir()):
-            if not overwrite:
-                raise FileExistsError(f"{local} exists and is not empty (pass overwrite=True to replace it)")
-            shutil.rmtree(local)
+        if _has_content(local) and not overwrite:
+            raise FileExistsError(f"{local} exists and is not empty (pass overwrite=True to replace it)")
         local.mkdir(parents=True, exist_ok=True)
+        # The lock first, and its file kept: replacing the directory (or opening the group with
+        # mode="w", which empties it) would drop the lock file while this process holds it, and a
+        # second writer would lock a fresh file and write into the same store.
         lock = WriterLock(local)
         lock.acquire()
         try:
-            root = zarr.open_group(zarr.storage.LocalStore(local), mode="w", zarr_format=3)
+            if _has_content(local):
+                if not overwrite:
+                    raise FileExistsError(
+                        f"{local} exists and is not empty (pass overwrite=True to replace it)"
+                    )
+                _empty_directory(local)
+            root = zarr.create_group(zarr.storage.LocalStore(local), zarr_format=3)
             data = root.create_group("data")
             for name, spec in schema.features.items():
                 layout.create_feature_array(data, name, spec, image_codec)
@@ -207,6 +216,9 @@ class TrajectoryStore:
     def _read_doc(self) -> dict[str, Any]:
         doc = self._root.attrs.asdict().get(layout.ATTRS_KEY)
         if not isinstance(doc, dict) or "committed" not in doc or "schema" not in doc:
+            holder = None if is_remote(self.path) else WriterLock(_local_path(self.path)).holder()
+            if holder is not None and self._lock is None:  # not a dead creation: one in progress
+                raise StoreLockedError(f"{self.path} is being created by another writer (process {holder})")
             raise StoreCorruptError(f"{self.path}: no commit record (not a vla store, or its creation died)")
         if doc.get("format_version") != layout.FORMAT_VERSION:
             raise StoreCorruptError(
@@ -219,6 +231,7 @@ class TrajectoryStore:
         self._root = open_zarr_root(self.path, read_only=self.mode == "r")
         self._doc = self._read_doc()
         self._arrays.clear()
+        self._readers.clear()
         self._meta_cache = None
 
     def _commit(self, num_episodes: int, num_frames: int, stats: dict | None = None) -> None:
@@ -252,6 +265,7 @@ class TrajectoryStore:
         for leftover in Path(self.path).rglob("*.partial"):
             leftover.unlink(missing_ok=True)
         self._arrays.clear()
+        self._readers.clear()
 
     # ------------------------------------------------------------------ reading
     @property
@@ -274,10 +288,33 @@ class TrajectoryStore:
         """The zarr array at ``key`` (``data/<feature>``, ``meta/episode_ends``, ...), cached."""
         if key not in self._arrays:
             try:
-                self._arrays[key] = self._root[key]
+                array = self._root[key]
             except KeyError as exc:
                 raise StoreCorruptError(f"{self.path}: array {key!r} is missing") from exc
+            if self.mode == "a":  # every chunk is stored, even all fill value: missing means damaged
+                array = array.with_config({"write_empty_chunks": True})
+            self._arrays[key] = array
         return self._arrays[key]
+
+    def reader(self, feature: str) -> ChunkReader:
+        """The chunk reader of ``feature`` (:mod:`vla.data.rows`), cached."""
+        if feature not in self._readers:
+            if feature not in self.schema.features:
+                raise KeyError(f"unknown feature {feature!r}; the store has {sorted(self.schema.features)}")
+            self._readers[feature] = reader_for(self.array(f"data/{feature}"), self.path, feature)
+        return self._readers[feature]
+
+    def read_rows(self, feature: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Committed frames ``[start, stop)`` of ``feature`` (default: all of them), checksummed.
+
+        A missing or corrupt chunk raises :class:`StoreCorruptError` naming the feature and frames.
+        """
+        stop = self.num_frames if stop is None else int(stop)
+        if not 0 <= start <= stop <= self.num_frames:
+            raise IndexError(
+                f"frames [{start}, {stop}) are not within the {self.num_frames} committed frames"
+            )
+        return read_rows(self.reader(feature), int(start), stop)
 
     def episode_ends(self) -> np.ndarray:
         """Exclusive end frame of every committed episode (int64)."""
@@ -325,7 +362,7 @@ class TrajectoryStore:
         unknown = [k for k in names if k not in self.schema.features]
         if unknown:
             raise KeyError(f"unknown features {unknown}; the store has {sorted(self.schema.features)}")
-        return {k: read_block(self.array(f"data/{k}"), start, stop) for k in names}
+        return {k: self.read_rows(k, start, stop) for k in names}
 
     # ------------------------------------------------------------------ writing
     def writer(self, flush_frames: int | None = None) -> EpisodeWriter:

@@ -3,6 +3,9 @@
 Checks the commit record and schema, each array's dtype, shape and length, the episode boundaries
 and per-episode metadata, and that every chunk of every feature exists and decodes (CRC32C
 verified) with finite values. A bad chunk is reported with its feature, frames and episodes.
+
+:func:`quick_problems` is the cheap part (metadata and one listing of each feature's chunk files,
+no chunk read), for ``vla data info``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from zarr.core.sync import sync
 
 from vla.data import layout
 from vla.data.errors import StoreError
-from vla.data.store import TrajectoryStore, read_block, read_text
+from vla.data.store import TrajectoryStore, read_text
 
 
 def _episodes_touching(ends: np.ndarray, start: int, stop: int) -> str:
@@ -26,14 +29,66 @@ def _episodes_touching(ends: np.ndarray, start: int, stop: int) -> str:
     return f"episode {first}" if first == last else f"episodes {first}..{last}"
 
 
+def _short_meta(store: TrajectoryStore) -> list[str]:
+    n = store.num_episodes
+    return [
+        f"meta/{name}: {store.array(f'meta/{name}').shape[0]} entries, {n} episodes committed"
+        for name in layout.NUMERIC_META
+        if store.array(f"meta/{name}").shape[0] < n
+    ]
+
+
+def _array_problems(store: TrajectoryStore, name: str) -> tuple[list[str], int]:
+    """How feature ``name``'s array differs from the schema and the commit record, and how many of
+    its frames can be checked further (0 when its dtype or frame shape is wrong)."""
+    spec = store.schema.features[name]
+    array = store.array(f"data/{name}")
+    if array.dtype != np.dtype(spec.dtype) or tuple(array.shape[1:]) != spec.shape:
+        return [
+            f"feature {name!r}: array is {array.dtype} {array.shape[1:]}, schema says {spec.dtype} {spec.shape}"
+        ], 0
+    if array.shape[0] < store.num_frames:
+        return [
+            f"feature {name!r}: {array.shape[0]} frames stored, {store.num_frames} committed"
+        ], array.shape[0]
+    return [], store.num_frames
+
+
+async def _listed(store: zarr.abc.store.Store, prefix: str) -> set[str]:
+    return {key async for key in store.list_prefix(prefix)}
+
+
+def missing_chunk_files(store: TrajectoryStore, name: str, end: int) -> list[tuple[int, int, str]]:
+    """``(first frame, last frame, file key)`` of each file of frames ``[0, end)`` of ``name`` not on disk.
+
+    One listing of the array's chunk directory: no chunk is read.
+    """
+    array = store.array(f"data/{name}")
+    file_frames = layout.stored_file_frames(array)
+    present = sync(_listed(array.store, f"{array.path}/"))
+    missing = []
+    for number in range(-(-end // file_frames)):
+        key = array.metadata.encode_chunk_key((number,) + (0,) * (array.ndim - 1))
+        if f"{array.path}/{key}" not in present:
+            first = number * file_frames
+            missing.append((first, min(first + file_frames, end) - 1, f"{array.path}/{key}"))
+    return missing
+
+
+def quick_problems(store: TrajectoryStore) -> list[str]:
+    """What the store's metadata and file listing show is wrong, without reading any chunk."""
+    problems = _short_meta(store)
+    for name in store.schema.features:
+        found, end = _array_problems(store, name)
+        problems += found
+        for first, last, key in missing_chunk_files(store, name, end):
+            problems.append(f"feature {name!r}: frames {first}..{last}: chunk file {key} is missing")
+    return problems
+
+
 def _check_metadata(store: TrajectoryStore) -> tuple[list[str], np.ndarray]:
-    problems = []
     n, frames = store.num_episodes, store.num_frames
-    for name in layout.NUMERIC_META:
-        if store.array(f"meta/{name}").shape[0] < n:
-            problems.append(
-                f"meta/{name}: {store.array(f'meta/{name}').shape[0]} entries, {n} episodes committed"
-            )
+    problems = _short_meta(store)
     if problems:
         return problems, np.zeros(0, np.int64)
     ends = store.episode_ends()
@@ -58,29 +113,16 @@ def _check_metadata(store: TrajectoryStore) -> tuple[list[str], np.ndarray]:
 
 
 def _check_feature(store: TrajectoryStore, name: str, ends: np.ndarray) -> list[str]:
-    spec = store.schema.features[name]
-    array = store.array(f"data/{name}")
-    problems = []
-    if array.dtype != np.dtype(spec.dtype) or tuple(array.shape[1:]) != spec.shape:
-        problems.append(
-            f"feature {name!r}: array is {array.dtype} {array.shape[1:]}, schema says {spec.dtype} {spec.shape}"
-        )
-        return problems
-    end = store.num_frames
-    if array.shape[0] < end:
-        problems.append(f"feature {name!r}: {array.shape[0]} frames stored, {end} committed")
-        end = array.shape[0]
-    unit = int(array.chunks[0])
-    file_frames = int(array.shards[0]) if array.shards is not None else unit
+    problems, end = _array_problems(store, name)
+    unit = layout.read_chunk_frames(store.array(f"data/{name}"))
     for start in range(0, end, unit):
         stop = min(start + unit, end)
         where = f"feature {name!r}: frames {start}..{stop - 1} ({_episodes_touching(ends, start, stop)})"
-        key = array.metadata.encode_chunk_key((start // file_frames,) + (0,) * len(spec.shape))
-        if not sync(array.store.exists(f"{array.path}/{key}")):
-            problems.append(f"{where}: chunk file {array.path}/{key} is missing")
-            continue
         try:
-            block = read_block(array, start, stop)
+            block = store.read_rows(name, start, stop)  # a missing chunk file raises, naming it
+        except StoreError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
         except Exception as exc:  # noqa: BLE001 - a corrupt chunk can fail in any codec
             problems.append(f"{where}: chunk unreadable ({type(exc).__name__}: {exc})")
             continue

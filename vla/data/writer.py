@@ -50,10 +50,6 @@ class EpisodeWriter:
         self.store._writer_active = False
 
     @property
-    def episode_open(self) -> bool:
-        return self._episode is not None
-
-    @property
     def frames_in_episode(self) -> int:
         return self._frames
 

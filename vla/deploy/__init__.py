@@ -1,5 +1,6 @@
-"""Deployment: Robot protocol, fixed-rate control loop, safety, simulated robot, policy server and client.
+"""Deployment: Robot protocol, fixed-rate control loop, safety, simulated robot and policy server.
 
-Kept free of imports on purpose: ``import vla.deploy.client`` must pull in only numpy, msgpack and
-websockets, so the client installs on a robot computer without torch or mujoco.
+The robot-side client (connection, wire format, background requester with reconnection) is the
+separate torch-free distribution in ``client/`` (:mod:`vla_client`), which ``vla deploy server=...``
+uses as well. Kept free of imports on purpose.
 """

@@ -1,6 +1,6 @@
 """Inference decoupled from the control loop: the planner that prefetches and aligns action chunks.
 
-:class:`ChunkPlanner` turns the chunks of a :class:`~vla.deploy.requester.ChunkRequester` into one
+:class:`ChunkPlanner` turns the chunks of a :class:`~vla_client.requester.ChunkRequester` into one
 action per control step with :class:`~vla.policies.executor.ChunkExecutor` semantics (replan every k steps, or temporal ensembling),
 and prefetches: it requests the next chunk while ``prefetch`` actions of the current one remain, so the
 loop never waits for inference. A chunk predicted from the observation of step s that arrives at step
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from vla.deploy.requester import ChunkRequester, ChunkResult
 from vla.policies.executor import ChunkExecutor
+from vla_client.requester import ChunkRequester, ChunkResult, InferenceLost
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,11 @@ class ChunkPlanner:
     def ensembling(self) -> bool:
         return self.executor.temporal_ensemble is not None
 
+    @property
+    def failure(self) -> str | None:
+        """Why inference is gone for good (a server that did not come back), or None."""
+        return getattr(self.requester, "failure", None)
+
     def reset(self) -> None:
         """Start a new episode: pending actions are dropped, results of older requests are ignored."""
         self.executor.reset()
@@ -71,7 +76,11 @@ class ChunkPlanner:
         self._history.clear()
 
     def warmup(self, observation: Mapping[str, Any], timeout: float = 60.0) -> None:
-        """Predict the first chunk synchronously, before the clock starts (the robot is at rest)."""
+        """Predict the first chunk synchronously, before the clock starts (the robot is at rest).
+
+        While the requester is reconnecting to a lost server, failed requests are retried (the
+        robot is at rest); :class:`~vla_client.requester.InferenceLost` when it gives up.
+        """
         self._observe(observation, time.perf_counter())
         deadline = time.perf_counter() + timeout
         while self._pending is None:  # results of an older episode's request are dropped: ask again
@@ -81,7 +90,9 @@ class ChunkPlanner:
                 self._request(self._step, time.perf_counter())
             errors = len(self.errors)
             self._collect(self.requester.poll(timeout=0.05))
-            if len(self.errors) > errors:
+            if self.failure is not None:
+                raise InferenceLost(self.failure)
+            if len(self.errors) > errors and not getattr(self.requester, "reconnecting", False):
                 raise RuntimeError(f"the first inference failed: {self.errors[-1]}")
         self._history.pop()  # step() observes this step again
 

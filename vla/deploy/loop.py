@@ -156,7 +156,9 @@ def run_loop(
     """Drive a connected ``robot`` at ``config.hz`` until ``done()``, ``max_steps`` or a stop request.
 
     The planner must be warmed up (:meth:`ChunkPlanner.warmup`) or it holds until its first chunk
-    arrives. Whatever ends the loop (a stop request, an exception), the robot is sent its hold action.
+    arrives; while inference is lost (a server reconnecting) the watchdog holds the robot, and once
+    the planner reports a ``failure`` the loop stops (``stopped_by`` "inference_lost: ...").
+    Whatever ends the loop (a stop request, an exception), the robot is sent its hold action.
     Returns the summary of :meth:`LoopRecord.summary` plus inference figures and ``stopped_by``.
     """
     features = FeatureMap.from_features(robot.observation_features, robot.action_features)
@@ -178,6 +180,9 @@ def run_loop(
                     break
                 if done is not None and done():
                     stopped_by = "done"
+                    break
+                if planner.failure is not None:  # inference gone for good: stop, holding
+                    stopped_by = f"inference_lost: {planner.failure}"
                     break
                 sleep_until(deadline, config.spin_s)
                 tick = time.perf_counter()

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from vla.features import STATE_KEY, camera_key
+from vla.features import ACTION_KEY, STATE_KEY, camera_key
 
 FeatureDict = Mapping[str, Any]
 
@@ -126,6 +126,23 @@ class FeatureMap:
         if missing:
             raise KeyError(f"action lacks features {missing}")
         return np.array([float(action[n]) for n in self.action_names], dtype=np.float32)
+
+
+def declared_features(robot: Robot) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[str, ...]]]:
+    """``(shapes, names)`` of what ``robot`` observes and takes, under vla's feature names.
+
+    Shapes are per frame (cameras (H, W, 3), ``observation.state`` (D,), ``action`` (A,)); names are
+    the state's and the action's, in declared order. This is what a policy is checked against
+    (:func:`vla.policy_spec.check_policy_features`) before the robot moves.
+    """
+    features = FeatureMap.from_features(robot.observation_features, robot.action_features)
+    shapes = {camera_key(c): tuple(robot.observation_features[c]) for c in features.cameras}
+    names: dict[str, tuple[str, ...]] = {ACTION_KEY: features.action_names}
+    if features.state_names:
+        shapes[STATE_KEY] = (len(features.state_names),)
+        names[STATE_KEY] = features.state_names
+    shapes[ACTION_KEY] = (len(features.action_names),)
+    return shapes, names
 
 
 def default_hold_action(

@@ -1,17 +1,36 @@
 """``vla serve checkpoint=<dir> port=<p> [host=127.0.0.1]``: a policy behind a WebSocket (msgpack).
 
 ``checkpoint`` may be a ``vla train`` checkpoint, a lerobot ``pretrained_model`` folder or a ``vla
-export`` directory (:mod:`vla.deploy.sources`); ``port=0`` picks a free port (printed when listening).
+export`` directory (:mod:`vla.policies.sources`); ``port=0`` picks a free port (printed when listening).
 
 Each connection sends ``infer`` requests (an observation) and gets action chunks back, with the
 server's own timing (decode, queue, infer, encode in ms); ``health`` returns the status and the
-policy's spec. See :mod:`vla.deploy.protocol` for the messages.
+policy's spec. See :mod:`vla_client.protocol` for the messages.
 
-Robustness: a malformed, oversized or wrongly typed message gets an ``error`` reply naming the
-problem and the connection stays open; a failing forward pass fails only the requests in it. Inference
-runs in one worker thread, fed straight from the event loop by a thread-safe queue, so the event loop
-keeps serving other clients; requests waiting at the same time are batched into one ``predict_chunks``
+Robustness: a malformed or wrongly typed message gets an ``error`` reply naming the problem and the
+connection stays open; a failing forward pass fails only the requests in it. Inference runs in one
+worker thread, fed straight from the event loop by a thread-safe queue, so the event loop keeps
+serving other clients; requests waiting at the same time are batched into one ``predict_chunks``
 call when their shapes match.
+
+Limits, so that no client can exhaust the server's memory or starve the others:
+
+- a frame or message larger than ``max_message_bytes`` closes its connection (1009) as it arrives:
+  the server never buffers more of it; each connection holds at most one received message waiting
+  (``max_queue=1``: a client that sends faster than it reads is paused by TCP);
+- at most ``max_connections`` connections: the next handshake gets HTTP 503;
+- a connection that delivers no complete message for ``read_timeout_s`` (a stalled, half-sent
+  frame, or an idle peer) is closed (1008); :class:`~vla_client.remote.RemoteInference` reconnects;
+- decoding is bounded (:mod:`vla_client.protocol`) and an observation's sizes are checked before any
+  work on it (:mod:`vla.deploy.validation`), the instruction's length included.
+
+So the memory a server holds for its clients is about ``3 * max_connections * max_message_bytes``
+at most (a queued message, a partial frame and a decoded job per connection).
+
+Arguments follow Hydra's override grammar (:mod:`vla.config`) and are checked against
+:class:`ServeCommand` (``host``, ``device``, ``precision``, ``max_size`` in bytes, ``max_batch``): an
+unknown key or a wrong type is refused in one line (exit status 2); so are a missing checkpoint and
+a port already in use (exit status 1).
 """
 
 from __future__ import annotations
@@ -25,14 +44,20 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from vla import __version__
-from vla.deploy.protocol import (
+from vla.cli_errors import cli_main
+from vla.config_schema import above, at_least, required
+from vla.deploy.validation import batch_signature, spec_to_dict, stack_batch, validate_observation
+from vla.policy_spec import ObservationError
+from vla_client.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ProtocolError,
     encode_array,
@@ -40,12 +65,9 @@ from vla.deploy.protocol import (
     pack,
     unpack,
 )
-from vla.deploy.validation import batch_signature, spec_to_dict, stack_batch, validate_observation
-from vla.policies.checks import ObservationError
 
-# Frames above this many times max_size are refused by websockets itself (the connection closes with
-# 1009); between max_size and that, the server still reads the frame and answers with an error.
-_TRANSPORT_SIZE_FACTOR = 4
+DEFAULT_MAX_CONNECTIONS = 8
+DEFAULT_READ_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -75,12 +97,17 @@ class PolicyServer:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_batch: int = 8,
         ping_interval_s: float | None = 20.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        read_timeout_s: float | None = DEFAULT_READ_TIMEOUT_S,
     ) -> None:
         self.policy = policy
         self.ping_interval_s = ping_interval_s  # keepalive: a peer silent this long after a ping is dropped
         self.spec = policy.spec
         self.max_message_bytes = max_message_bytes
         self.max_batch = max_batch
+        self.max_connections = max_connections
+        self.read_timeout_s = read_timeout_s
+        self._admitted = 0  # connections past process_request and not yet closed
         self.counts: defaultdict[str, int] = defaultdict(int)
         # Requests go straight from the event loop to one inference thread (a blocking queue, no
         # intermediate asyncio task or executor): one thread wake-up each way per request.
@@ -97,7 +124,6 @@ class PolicyServer:
         """Serve until ``stop`` is set; ``ready`` receives the bound port (useful with port 0)."""
         self._worker = threading.Thread(target=self._infer_forever, name="vla-serve-infer", daemon=True)
         self._worker.start()
-        max_size = self.max_message_bytes * _TRANSPORT_SIZE_FACTOR
         try:
             # compression=None: permessage-deflate off (numpy payloads barely compress and deflate
             # costs CPU on both sides); TCP_NODELAY is set on accepted sockets by asyncio itself.
@@ -105,7 +131,9 @@ class PolicyServer:
                 self._handle,
                 host,
                 port,
-                max_size=max_size,
+                max_size=self.max_message_bytes,  # frames and messages alike: nothing larger is read
+                max_queue=1,
+                process_request=self._admit,
                 compression=None,
                 ping_interval=self.ping_interval_s,
                 ping_timeout=self.ping_interval_s,
@@ -117,10 +145,34 @@ class PolicyServer:
         finally:
             self._jobs.put(None)  # stops the inference thread once the job in progress is done
 
+    def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
+        """During the handshake: refuse a connection beyond ``max_connections`` (HTTP 503)."""
+        if self._admitted >= self.max_connections:
+            self.counts["refused_connections"] += 1
+            return connection.respond(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"this server takes at most {self.max_connections} connections\n",
+            )
+        self._admitted += 1
+        asyncio.get_running_loop().create_task(self._release_when_closed(connection))
+        return None
+
+    async def _release_when_closed(self, connection: ServerConnection) -> None:
+        try:
+            await connection.wait_closed()
+        finally:
+            self._admitted -= 1
+
     async def _handle(self, websocket: ServerConnection) -> None:
         self.counts["connections"] += 1
         with contextlib.suppress(ConnectionClosed):
-            async for data in websocket:
+            while True:
+                try:
+                    data = await asyncio.wait_for(websocket.recv(), self.read_timeout_s)
+                except TimeoutError:  # stalled mid-frame, or idle: free what it holds
+                    self.counts["read_timeouts"] += 1
+                    await websocket.close(1008, f"no complete message in {self.read_timeout_s:g} s")
+                    return
                 await websocket.send(await self._reply(data))
 
     async def _reply(self, data: bytes | str) -> bytes:
@@ -164,7 +216,13 @@ class PolicyServer:
             "type": "health",
             "status": "ok",
             "spec": spec_to_dict(self.spec),
-            "server": {"version": __version__, "max_message_bytes": self.max_message_bytes, **self.counts},
+            "server": {
+                "version": __version__,
+                "max_message_bytes": self.max_message_bytes,
+                "max_connections": self.max_connections,
+                "read_timeout_s": self.read_timeout_s,
+                **self.counts,
+            },
         }
 
     def _infer_forever(self) -> None:
@@ -267,40 +325,30 @@ def serve_in_thread(policy: Any, host: str = "127.0.0.1", port: int = 0, **optio
     return ServerThread(ready.result(), thread, loop, stop)
 
 
-def _parse(argv: Sequence[str]) -> dict[str, str]:
-    options = {}
-    for arg in argv:
-        if "=" not in arg:
-            raise SystemExit(f"vla serve: argument {arg!r} is not key=value")
-        key, value = arg.split("=", 1)
-        options[key] = value
-    unknown = set(options) - {"checkpoint", "port", "host", "device", "precision", "max_size", "max_batch"}
-    if unknown:
-        raise SystemExit(f"vla serve: unknown arguments {sorted(unknown)}")
-    if "checkpoint" not in options:
-        raise SystemExit(
-            "usage: vla serve checkpoint=<dir> [port=8765] [host=127.0.0.1] [device=auto] "
-            "[precision=auto|fp32|bf16|int8] [max_size=BYTES]"
-        )
-    return options
+@dataclass
+class ServeCommand:
+    """``vla serve``'s keys."""
+
+    checkpoint: str = required("<dir>")
+    port: int = at_least(8765, 0)  # 0: a free port
+    host: str = "127.0.0.1"
+    device: str = "auto"
+    precision: str = "auto"
+    max_size: int = above(DEFAULT_MAX_MESSAGE_BYTES, 0)  # largest message accepted, in bytes
+    max_batch: int = at_least(8, 1)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Load a policy (any kind of :mod:`vla.deploy.sources`) and serve it until Ctrl-C or SIGTERM."""
-    options = _parse(list(argv or []))
-    from vla.deploy.sources import load_deploy_policy
+@cli_main("serve")
+def main(argv: Sequence[str]) -> int:
+    """Load a policy (any kind of :mod:`vla.policies.sources`) and serve it until Ctrl-C or SIGTERM."""
+    from vla.config import compose_command  # Hydra loads for the command line only, not for servers in tests
+    from vla.policies.sources import load_stored_policy
 
-    policy = load_deploy_policy(
-        options["checkpoint"],
-        device=options.get("device", "auto"),
-        precision=options.get("precision", "auto"),
-    )
-    server = PolicyServer(
-        policy,
-        max_message_bytes=int(options.get("max_size", DEFAULT_MAX_MESSAGE_BYTES)),
-        max_batch=int(options.get("max_batch", 8)),
-    )
-    host, port = options.get("host", "127.0.0.1"), int(options.get("port", 8765))
+    cfg = compose_command("serve", argv, ServeCommand)
+
+    policy = load_stored_policy(cfg.checkpoint, device=cfg.device, precision=cfg.precision)
+    server = PolicyServer(policy, max_message_bytes=cfg.max_size, max_batch=cfg.max_batch)
+    host, port = cfg.host, cfg.port
 
     async def run() -> None:
         loop = asyncio.get_running_loop()

@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from vla.train import checkpoint as ckpt
+from vla import checkpoint as ckpt
 
 
 def write_untrained_checkpoint(
@@ -33,8 +33,8 @@ def write_untrained_checkpoint(
     ``policy.model.n_layer=1`` for a smaller model in tests). An existing checkpoint in ``out_dir``
     is reused as is.
     """
-    from vla.config import compose
     from vla.data.synthetic import synthetic_schema, write_synthetic_store
+    from vla.train.cli import train_config
     from vla.train.loop import train
 
     out = Path(out_dir)
@@ -51,7 +51,7 @@ def write_untrained_checkpoint(
     store.close()
     # One step (the training code's own checkpoint writer needs a step to save); the learning rate
     # is still warming up, so the weights are the random initialisation in all but name.
-    cfg = compose([
+    cfg = train_config([
         f"policy={policy}", f"store={store_path}", f"out={run_dir}", "device=cpu",
         "train.steps=1", "train.batch_size=2", "train.val_fraction=0.0", "train.num_workers=0",
         "train.save_every=1", "train.log_every=1", "train.eval_every=0", "train.progress=false",

@@ -10,7 +10,7 @@
 - ``instruction``: one phrasing of the task, drawn per episode from the ``train`` or ``heldout`` set.
 
 Seeding: ``reset(seed=s)`` gives the same object/goal layout, instruction and images for the same
-``s`` (Meta-World itself ignores ``reset(seed)``; we seed its layout sampler, see field notes).
+``s`` (Meta-World's reset ignores its seed; we seed its layout generator with ``seed(s)`` first).
 Episodes end with ``terminated=True`` on success (``terminate_on_success``) and are truncated after
 ``max_episode_steps`` (at most Meta-World's 500). ``info["success"]`` is a bool on every step.
 """
@@ -27,7 +27,7 @@ import numpy as np
 from gymnasium import spaces
 
 from vla.envs.metaworld_instructions import INSTRUCTION_CHARSET, PHRASINGS, choose_instruction
-from vla.envs.metaworld_render import CameraRig
+from vla.envs.metaworld_render import WORKSPACE_CAMERA, CameraRig
 from vla.envs.metaworld_tasks import canonical_task, difficulty, task_names
 from vla.features import INSTRUCTION_KEY, STATE_KEY, camera_key
 
@@ -60,13 +60,22 @@ def _image_shape(image_size: int | Sequence[int]) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
-def _camera_map(cameras: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
-    """``{feature camera name: Meta-World camera}``; a list keeps Meta-World's names."""
+def _camera_map(
+    cameras: Mapping[str, str | Mapping[str, Any]] | Sequence[str] | None,
+) -> dict[str, str | dict[str, Any]]:
+    """``{feature camera name: Meta-World camera or free camera spec}``; a list keeps Meta-World's
+    names; the name ``workspace`` stands for :data:`vla.envs.metaworld_render.WORKSPACE_CAMERA`."""
     if cameras is None:
         return dict(DEFAULT_CAMERAS)
     if isinstance(cameras, Mapping):
-        return {str(k): str(v) for k, v in cameras.items()}
-    return {str(c): str(c) for c in cameras}
+        return {str(k): _camera_spec(v) for k, v in cameras.items()}
+    return {str(c): _camera_spec(c) for c in cameras}
+
+
+def _camera_spec(value: str | Mapping[str, Any]) -> str | dict[str, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    return dict(WORKSPACE_CAMERA) if str(value) == "workspace" else str(value)
 
 
 class MetaWorldEnv(gym.Env):
@@ -79,7 +88,7 @@ class MetaWorldEnv(gym.Env):
         self,
         task: str,
         image_size: int | Sequence[int] = 128,
-        cameras: Mapping[str, str] | Sequence[str] | None = None,
+        cameras: Mapping[str, str | Mapping[str, Any]] | Sequence[str] | None = None,
         state: str = "proprio",
         phrasing: str = "train",
         max_episode_steps: int = MAX_PATH_LENGTH,
@@ -105,7 +114,7 @@ class MetaWorldEnv(gym.Env):
         self._mw = env_cls()
         # The public way to configure a Meta-World env is set_task with a pickled Task; we build the
         # one MT benchmarks use (goal visible to the expert), then unfreeze the layout sampler so
-        # every reset draws a new layout from the seeded generator (field notes).
+        # every reset draws a new layout from the seeded generator (set_task alone freezes the layout).
         kwargs = dict(metaworld.env_dict.ML1_args_kwargs[self.task]["kwargs"])
         kwargs.pop("task_id", None)
         kwargs.update(rand_vec=np.zeros(self._mw._random_reset_space.low.size), env_cls=env_cls,

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 VERSION_SUFFIX = "-v3"
 
-# The split used by SmolVLA's paper (field notes): 28 easy, 11 medium, 6 hard, 5 very hard = all 50.
+# The difficulty split SmolVLA's paper uses: 28 easy, 11 medium, 6 hard, 5 very hard = all 50.
 DIFFICULTY_SPLITS: dict[str, tuple[str, ...]] = {
     "easy": (
         "button-press", "button-press-topdown", "button-press-topdown-wall", "button-press-wall",

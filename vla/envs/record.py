@@ -4,57 +4,103 @@
                [keep_failed=false] [workers=2] [image_size=96] [seed_start=0] [env.<option>=...]
     vla record dataset=<recipe> [any of the keys above]
 
+Arguments follow Hydra's override grammar (:mod:`vla.config`); the keys are the fields of
+:class:`RecordOptions` (the command line wins over the recipe, the recipe over the defaults) and
+``env.<option>`` any option of the env's suite. An unknown key, a wrong type or a negative count is
+refused in one line before anything is recorded.
+
 ``episodes`` is the number of episodes the store should hold for the selected tasks, dealt out
 round-robin (task i of T gets ``N // T`` plus one if ``i < N % T``); a recipe may instead give
-``episodes_per_task``. Each task's episodes use the training seeds ``seed_start, seed_start+1, ...``
-(:func:`vla.seeds.train_seeds`, disjoint from evaluation seeds); with ``keep_failed=false`` a failed
+``episodes_per_task``. Each task's episodes use its own training seeds, ``seed_start, seed_start+1,
+...`` within the task's block (:func:`vla.seeds.train_seeds`: task number ``k`` in the suite's task
+list starts at ``k * 10_000``; disjoint from evaluation seeds, and from the other tasks', so every
+episode shows a new layout); with ``keep_failed=false`` a failed
 episode is dropped and the next seed is tried, up to ``3 * needed + 5`` attempts per task.
 
-Resuming: the (task, seed) pairs already committed in ``out`` are skipped, so rerunning with a larger
-N records only what is missing, and an interrupted run loses only the episodes in flight (episodes
-are committed one by one). Workers (``spawn`` processes) build their own environments and stream
-finished episodes back to this process, the store's single writer, which commits them in the order
-they were handed out, not the order they finish: the same command writes the same store, episode
-for episode, however many workers ran it (training reads episodes in store order, so a store whose
-order followed worker timing trained a different policy each time).
+Workers (``spawn`` processes) build their own environments and stream finished episodes back to
+this process, the store's single writer, which commits them in the order they were handed out, not
+the order they finish (training reads episodes in store order, so a store whose order followed
+worker timing trained a different policy each time). Workers never outlive the writer, however it
+ends (:mod:`vla.envs.record_workers`); SIGTERM ends a run like Ctrl-C, with exit status 143.
+
+Reproducible: the same command (same env, tasks, N, noise, keep_failed, workers, seed_start) writes
+the same store, episode for episode, in the same order, whether it ran once or was interrupted and
+rerun any number of times: an interrupted run loses only the episodes in flight (episodes are
+committed one by one), and a rerun replays the hand-out sequence from the start, counting what the
+store already holds at its place, skipping seeds the store shows were dropped as failed, and
+recording the rest in the order the uninterrupted run would have (:mod:`vla.envs.record_plan`).
+Recording relies on the environments and experts being deterministic for a seed on one machine.
+Not reproduced: a rerun with other settings (a larger N appends the new episodes after the stored
+ones; the order then is not that of a fresh run with that N), and a store that a run with another
+``seed_start`` started (its episodes below the first seed count toward the quota, in place).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-import multiprocessing as mp
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from vla.config import ConfigError, compose
+from vla.cli_errors import cli_main
+from vla.config import ConfigError, compose_command
+from vla.config_schema import at_least, config_group, unset_schema
 from vla.envs import registry
-from vla.envs.record_rollout import EpisodeRecording, InlineExecutor, init_worker, worker_episode
+from vla.envs.record_plan import STORED, Resume, TaskProgress, committed_pairs, plan, settled
+from vla.envs.record_rollout import EpisodeRecording, InlineExecutor, worker_episode
+from vla.envs.record_workers import sigterm_exits, start_workers, stop_workers
 from vla.features import ACTION_KEY, INSTRUCTION_KEY, STATE_KEY, is_image_key
 from vla.progress import progress_bar
-from vla.seeds import TRAIN_SEED_RANGE, check_training_seed
+from vla.seeds import check_training_seed, task_numbers
 
 if TYPE_CHECKING:  # vla.data loads lazily: workers import this module and never write
     from vla.data import Schema, TrajectoryStore
 
-# Record settings: key -> default. Each may come from the command line or the dataset recipe.
-DEFAULTS: dict[str, Any] = {
-    "episodes": None, "episodes_per_task": None, "out": None, "tasks": None, "image_size": None,
-    "noise": 0.0, "keep_failed": False, "workers": 2, "seed_start": 0, "progress": True,
-}  # fmt: skip
+
+@dataclass
+class RecordOptions:
+    """The recording options, with their defaults; each may come from the command line or the
+    dataset recipe (``datasets/*.yaml``), the command line winning."""
+
+    episodes: int | None = at_least(None, 0)  # in total over the tasks (or episodes_per_task)
+    episodes_per_task: int | None = at_least(None, 0)
+    out: str | None = None  # the store to create or append to
+    tasks: Any = None  # replaces the env config's tasks (a set name or a list)
+    image_size: Any = None  # replaces the env config's image_size (int or [height, width])
+    noise: float = at_least(0.0, 0.0)
+    keep_failed: bool = False
+    workers: int = at_least(2, 0)  # 0: record in this process
+    seed_start: int = at_least(0, 0)
+    progress: bool = True
+
+
+# What the command line and a recipe hold: the same keys, each unset unless given.
+RecordOverrides = unset_schema(RecordOptions, "RecordOverrides")
+
+
+@dataclass
+class RecordCommand(RecordOverrides):  # type: ignore[misc,valid-type]
+    """``vla record``'s keys: the recording options and the env and dataset config groups."""
+
+    env: Any = config_group()
+    dataset: Any = config_group()
+
+
+DEFAULTS: dict[str, Any] = dataclasses.asdict(RecordOptions())
 # Settings that change the env config rather than the recording.
 _ENV_KEYS = ("tasks", "image_size")
 
 
 @dataclass(frozen=True)
 class RecordSettings:
-    """How many episodes to record, where, and how."""
+    """How many episodes to record, where, and how; refused (ConfigError naming the key) if invalid."""
 
     out: Path
     episodes_per_task: dict[str, int]  # quota of committed episodes per task (in the store, in total)
@@ -63,6 +109,15 @@ class RecordSettings:
     workers: int = 2  # 0: record in this process (tests, debugging)
     seed_start: int = 0
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        for key, least in (("workers", 0), ("seed_start", 0), ("noise", 0.0)):
+            value = getattr(self, key)
+            if not value >= least:
+                raise ConfigError(f"{key}={value}: must be >= {least}")
+        bad = {task: n for task, n in self.episodes_per_task.items() if n < 0}
+        if bad:
+            raise ConfigError(f"episodes_per_task={bad}: counts must be >= 0")
 
 
 @dataclass
@@ -121,49 +176,14 @@ def schema_for_env(env: Any) -> Schema:
 # -- scheduling ------------------------------------------------------------------------------------
 
 
-@dataclass
-class _TaskProgress:
-    quota: int  # committed episodes wanted in the store
-    committed: int  # already in the store or committed by this run
-    seeds: Iterator[int]  # untried training seeds, in order
-    in_flight: int = 0
-    attempts_left: int = 0
-
-    def wants_more(self) -> bool:
-        return self.committed + self.in_flight < self.quota and self.attempts_left > 0
-
-
-def _committed_pairs(store: Any) -> set[tuple[str, int]]:
-    pairs = set()
-    for meta in store.episodes_meta():
-        task = meta.extra.get("task")
-        if task is not None and meta.seed is not None:
-            pairs.add((str(task), int(meta.seed)))
-    return pairs
-
-
-def _untried_seeds(first: int, stored: set[int]) -> Iterator[int]:
-    return (seed for seed in range(first, TRAIN_SEED_RANGE.stop) if seed not in stored)
-
-
-def _plan(settings: RecordSettings, done: set[tuple[str, int]]) -> dict[str, _TaskProgress]:
-    progress = {}
-    for task, quota in settings.episodes_per_task.items():
-        stored = {seed for t, seed in done if t == task}
-        seeds = _untried_seeds(TRAIN_SEED_RANGE.start + settings.seed_start, stored)
-        needed = max(quota - len(stored), 0)
-        progress[task] = _TaskProgress(
-            quota, min(len(stored), quota), seeds, attempts_left=3 * needed + 5 * (needed > 0)
-        )
-    return progress
-
-
 def _open_store(out: Path, env: Any, fps: float) -> TrajectoryStore:
     """Open ``out`` for appending (its schema must match the env's) or create it."""
     from vla.data import TrajectoryStore
 
     schema = schema_for_env(env)
     if out.exists():
+        # Read-only first: a path that is no store is refused before the writer lock file is made.
+        TrajectoryStore.open(out).close()
         store = TrajectoryStore.open(out, mode="a")
         if store.schema != schema:
             store.close()
@@ -185,12 +205,15 @@ def record(env_cfg: Mapping[str, Any], settings: RecordSettings) -> RecordSummar
         store = _open_store(settings.out, probe, fps)
     finally:
         probe.close()
-    progress = _plan(settings, _committed_pairs(store))
-    summary = RecordSummary(already=sum(p.committed for p in progress.values()))
+    stored = committed_pairs(store)
+    all_tasks = registry.suite_module(env_cfg["suite"]).task_names(None)
+    numbers = task_numbers(list(settings.episodes_per_task), all_tasks)
+    progress = plan(settings.episodes_per_task, settings.seed_start, stored, numbers)
+    resume = Resume(frozenset(stored), settings.seed_start, settings.keep_failed, numbers)
+    summary = RecordSummary(already=resume.already(settings.episodes_per_task))
+    executor: Any
     if settings.workers > 0:
-        context = mp.get_context("spawn")  # never fork: a forked GL context hangs (field notes)
-        init_args = (dict(registry.SUITES), dict(env_cfg), settings.noise)
-        executor: Any = ProcessPoolExecutor(settings.workers, context, init_worker, init_args)
+        executor = start_workers(settings.workers, env_cfg, settings.noise)
     else:
         executor = InlineExecutor(env_cfg, settings.noise)
     total = sum(p.quota for p in progress.values())
@@ -200,7 +223,7 @@ def record(env_cfg: Mapping[str, Any], settings: RecordSettings) -> RecordSummar
     env_id = str(env_cfg.get("name", env_cfg.get("suite")))
     start = time.perf_counter()
     pending: dict[Future, tuple[int, str]] = {}  # running job -> (its place in the hand-out order, task)
-    finished_early: dict[int, tuple[str, EpisodeRecording]] = {}  # done, waiting for earlier jobs
+    finished_early: dict[int, tuple[str, EpisodeRecording | str]] = {}  # done, waiting for earlier jobs
     handed_out = 0
     next_to_commit = 0
     task_cycle = itertools.cycle(list(progress))
@@ -225,11 +248,13 @@ def record(env_cfg: Mapping[str, Any], settings: RecordSettings) -> RecordSummar
             check_training_seed(seed)
             state.in_flight += 1
             state.attempts_left -= 1
-            pending[executor.submit(worker_episode, task, seed)] = (handed_out, task)
+            known = resume.outcome(task, seed)  # a rerun: settled by the interrupted run already
+            job = executor.submit(worker_episode, task, seed) if known is None else settled(known)
+            pending[job] = (handed_out, task)
             handed_out += 1
 
     try:
-        with store.writer() as writer:
+        with sigterm_exits(), store.writer() as writer:
             fill()
             while pending:
                 finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
@@ -240,17 +265,21 @@ def record(env_cfg: Mapping[str, Any], settings: RecordSettings) -> RecordSummar
                     task, episode = finished_early.pop(next_to_commit)
                     next_to_commit += 1
                     progress[task].in_flight -= 1
-                    _commit_or_drop(writer, episode, env_id, settings, summary, progress[task])
-                    bar.update(1 if episode.success or settings.keep_failed else 0)
-                    elapsed = max(time.perf_counter() - start, 1e-9)
-                    bar.set_postfix(success=f"{summary.successes / summary.attempts:.0%}",
-                                    eps=f"{summary.attempts / elapsed:.2f}/s", steps=f"{summary.frames / elapsed:.0f}/s", refresh=False)  # fmt: skip
+                    if episode == STORED:  # in the store already, at this very place
+                        progress[task].committed += 1
+                    elif isinstance(episode, EpisodeRecording):  # (FAILED: dropped before, again)
+                        _commit_or_drop(writer, episode, env_id, settings, summary, progress[task])
+                        bar.update(1 if episode.success or settings.keep_failed else 0)
+                        elapsed = max(time.perf_counter() - start, 1e-9)
+                        bar.set_postfix(success=f"{summary.successes / summary.attempts:.0%}",
+                                        eps=f"{summary.attempts / elapsed:.2f}/s", steps=f"{summary.frames / elapsed:.0f}/s", refresh=False)  # fmt: skip
                     fill()
         # Statistics once, here, so every `vla train` on this store reads them instead of recomputing.
         if store.num_frames and not store.stats_are_current():
             store.compute_stats(write=True)
-    except BaseException:
-        executor.shutdown(wait=False, cancel_futures=True)  # episodes in flight are lost, nothing else
+    except BaseException:  # an error, Ctrl-C or SIGTERM: episodes in flight are lost, nothing else
+        if settings.workers > 0:
+            stop_workers(executor)
         raise
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
@@ -262,7 +291,7 @@ def record(env_cfg: Mapping[str, Any], settings: RecordSettings) -> RecordSummar
 
 
 def _commit_or_drop(writer: Any, episode: EpisodeRecording, env_id: str, settings: RecordSettings,
-                    summary: RecordSummary, state: _TaskProgress) -> None:  # fmt: skip
+                    summary: RecordSummary, state: TaskProgress) -> None:  # fmt: skip
     summary.frames += episode.num_frames
     summary.successes += episode.success
     if not (episode.success or settings.keep_failed):
@@ -283,9 +312,6 @@ def _commit_or_drop(writer: Any, episode: EpisodeRecording, env_id: str, setting
 
 def settings_from_config(cfg: DictConfig) -> tuple[dict[str, Any], RecordSettings]:
     """``(env config, settings)`` from a composed config; the command line wins over the recipe."""
-    unknown = set(cfg) - set(DEFAULTS) - {"env", "dataset"}
-    if unknown:
-        raise ConfigError(f"unknown record settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     if "env" not in cfg:
         raise ConfigError(
             "name an env config (env=<name>) or a dataset recipe that names one (dataset=<name>)"
@@ -334,21 +360,20 @@ def _quotas(tasks: Sequence[str], episodes: Any, per_task: Any) -> dict[str, int
     return {task: base + (i < extra) for i, task in enumerate(tasks)}
 
 
+@cli_main("record")
 def main(argv: Sequence[str]) -> int:
     """Entry point of ``vla record``; returns the process exit code."""
     if any(arg in {"-h", "--help", "help"} for arg in argv):
         print(__doc__)
         return 0
     try:
-        env_cfg, settings = settings_from_config(compose(list(argv)))
-    except (ConfigError, ValueError) as exc:
-        print(f"vla record: {exc}", file=sys.stderr)
-        return 2
+        env_cfg, settings = settings_from_config(compose_command("record", argv, RecordCommand))
+    except ConfigError:
+        raise
+    except ValueError as exc:  # a task selection the suite refuses: the command line's fault too
+        raise ConfigError(str(exc)) from exc
     try:
         summary = record(env_cfg, settings)
-    except ConfigError as exc:
-        print(f"vla record: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"vla record: interrupted; committed episodes are kept in {settings.out}", file=sys.stderr)
         return 130

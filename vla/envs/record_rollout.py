@@ -2,13 +2,16 @@
 
 :func:`record_episode` rolls out a suite's expert from ``reset(seed=...)`` and returns the whole
 episode as stacked arrays (what ``vla record``'s writer commits in one go). Worker processes start
-with the ``spawn`` method and build their environments themselves: a GL context must never be forked
-(field notes).
+with the ``spawn`` method and build their environments themselves: a GL context does not survive
+``fork()`` (a child rendering with an inherited one hangs).
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -82,13 +85,33 @@ class _EpisodeRunner:
 _WORKER_RUNNER: _EpisodeRunner | None = None
 
 
-def init_worker(suites: dict[str, str], env_cfg: dict[str, Any], noise: float) -> None:
+def init_worker(
+    suites: dict[str, str], env_cfg: dict[str, Any], noise: float, parent_pid: int | None = None
+) -> None:
+    """Set up a worker process: its suites, its episode runner, and its tie to the writer."""
     global _WORKER_RUNNER
     # Ctrl-C is the writer's business: it stops dispatching and keeps what is committed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     registry.SUITES.clear()
     registry.SUITES.update(suites)  # suites registered in the parent (tests, plugins) exist here too
     _WORKER_RUNNER = _EpisodeRunner(env_cfg, noise)
+
+
+def _exit_with_parent(parent_pid: int, every_s: float = 0.5) -> None:
+    """Exit this worker once ``parent_pid`` (the writer) is gone, however it died (SIGKILL included).
+
+    A worker waiting for work blocks on a pipe that a dead writer never writes to again, and a
+    recording one would finish episodes nobody commits; the kernel reparents it, which is seen here.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(every_s)
+        os._exit(1)  # no clean-up owed: the writer that would commit anything is gone
+
+    threading.Thread(target=watch, name="vla-record-parent-watch", daemon=True).start()
 
 
 def worker_episode(task: str, seed: int) -> EpisodeRecording:

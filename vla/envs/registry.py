@@ -5,7 +5,9 @@ A suite is a module exposing three functions:
 - ``task_names(selection) -> list[str]``: the tasks a config's ``tasks`` entry selects (a list of
   names, or a suite-specific set name such as ``MT10`` or ``easy``);
 - ``make(task, **options) -> gymnasium.Env``: one environment whose observations follow
-  ``docs/ARCHITECTURE.md`` (camera images, ``observation.state``, ``instruction``);
+  ``docs/ARCHITECTURE.md`` (camera images, ``observation.state``, ``instruction``); its keyword
+  parameters are the options an env config may set (where it forwards ``**options``, those of the
+  env class its return annotation names: :func:`suite_options`, which the config schema reads);
 - ``make_expert(env, noise_std=0.0, seed=None) -> Callable[[dict], np.ndarray]``: the scripted expert.
 
 Suites are imported lazily, so using the tabletop suite never imports Meta-World.
@@ -14,6 +16,8 @@ Suites are imported lazily, so using the tabletop suite never imports Meta-World
 from __future__ import annotations
 
 import importlib
+import inspect
+import typing
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
@@ -27,7 +31,7 @@ SUITES: dict[str, str] = {
 }
 
 # Keys of an env config that are not options of the suite's make().
-_NON_OPTION_KEYS = {"name", "suite", "tasks", "description"}
+NON_OPTION_KEYS = frozenset({"name", "suite", "tasks", "description"})
 
 
 def suite_module(suite: str) -> ModuleType:
@@ -42,9 +46,45 @@ def task_names(env_cfg: Mapping[str, Any]) -> list[str]:
     return list(suite_module(env_cfg["suite"]).task_names(env_cfg.get("tasks")))
 
 
+def suite_options(suite: str) -> dict[str, Any]:
+    """``{option: annotation}``: the keyword options an env config of ``suite`` may set.
+
+    They are the keyword parameters of the suite's ``make`` after the task and, when ``make`` passes
+    ``**options`` on to the env class its return annotation names, that class's constructor
+    parameters after the task. Derived, so an option added to a constructor is accepted everywhere.
+    """
+    make = suite_module(suite).make
+    options = _keyword_parameters(make)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(make).parameters.values()):
+        try:
+            env_class = typing.get_type_hints(make).get("return")
+        except (NameError, TypeError):  # an unresolvable annotation: only make's own parameters
+            env_class = None
+        if inspect.isclass(env_class):
+            options = {**_keyword_parameters(env_class), **options}
+    return options
+
+
+def _keyword_parameters(function: Callable[..., Any]) -> dict[str, Any]:
+    """``{name: annotation}`` of the keyword parameters after the first (the task); Any if unknown."""
+    try:
+        signature = inspect.signature(function, eval_str=True)
+    except (NameError, TypeError, SyntaxError):  # annotations naming what is not importable here
+        signature = inspect.signature(function)
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {
+        p.name: _resolved(p.annotation) for p in list(signature.parameters.values())[1:] if p.kind in keyword
+    }
+
+
+def _resolved(annotation: Any) -> Any:
+    """An annotation as a type: Any when there is none or it stayed a string (not resolvable here)."""
+    return Any if annotation is inspect.Parameter.empty or isinstance(annotation, str) else annotation
+
+
 def env_options(env_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The keyword options an env config passes to its suite's ``make``."""
-    return {k: _plain(v) for k, v in env_cfg.items() if k not in _NON_OPTION_KEYS}
+    return {k: _plain(v) for k, v in env_cfg.items() if k not in NON_OPTION_KEYS}
 
 
 def make_env(env_cfg: Mapping[str, Any], task: str, **overrides: Any) -> gym.Env:

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from vla.evaluation import protocol as P
+from vla.evaluation.loaders import POLICY_LOADERS
 from vla.evaluation.plots import plot_success
 from vla.evaluation.report import write_json, write_markdown
 from vla.evaluation.results import EpisodeResult, EvalReport, summarize
-from vla.evaluation.run import run_episodes
+from vla.evaluation.run import check_env_fit, run_episodes
 from vla.evaluation.vector import EnvPool
 from vla.evaluation.videos import VideoSampler
 from vla.policies.executor import ChunkExecutor
@@ -52,18 +53,31 @@ def plain_env_config(env_cfg: Mapping[str, Any] | str) -> dict[str, Any]:
 def resolve_tasks(
     env_cfg: Mapping[str, Any], tasks: str | Sequence[str] | None
 ) -> tuple[list[str], list[str]]:
-    """``(selected tasks, the suite's full task list)``; None selects the config's own ``tasks``."""
+    """``(selected tasks, the suite's full task list)``; None selects the config's own ``tasks``.
+
+    Evaluation seeds are numbered by a task's index in the suite's full list, so every suite must
+    list all its tasks (``task_names(None)``); one that cannot is an error naming the suite, never a
+    silent renumbering of the seeds.
+    """
     from vla.envs import registry
 
-    suite = registry.suite_module(env_cfg["suite"])
+    name = env_cfg["suite"]
+    suite = registry.suite_module(name)
     selection = env_cfg.get("tasks") if tasks is None else tasks
     selected = list(suite.task_names(selection))
+    if not selected:
+        raise ValueError(f"the task selection {selection!r} of suite {name!r} is empty")
     try:
         all_tasks = list(suite.task_names(None))
-    except Exception:  # a suite without an "all tasks" selection numbers the selection itself
-        all_tasks = selected
-    if not selected:
-        raise ValueError(f"the task selection {selection!r} of suite {env_cfg['suite']!r} is empty")
+    except Exception as exc:  # named and raised: the seeds depend on this list
+        raise ValueError(
+            f"env suite {name!r} cannot list all its tasks (task_names(None) failed: {exc}); evaluation "
+            "seeds are numbered by a task's index in that list"
+        ) from exc
+    if not all_tasks:
+        raise ValueError(
+            f"env suite {name!r} lists no tasks for task_names(None); evaluation seeds need them"
+        )
     return selected, all_tasks
 
 
@@ -99,6 +113,7 @@ def evaluate(
     weights_hash = P.checkpoint_hash(resolved) if resolved is not None else None  # the weights loaded now
     env = plain_env_config(env_cfg)
     selected, all_tasks = resolve_tasks(env, tasks)
+    check_env_fit(policy, env, selected[0])  # a policy for other features fails here, not per episode
     phrasing_list = P.phrasings_of(phrasings)
     replan = _default_replan(policy) if replan_every is None else int(replan_every)
     seeds = P.seeds_per_task(selected, episodes_per_task, all_tasks)
@@ -236,13 +251,13 @@ def _command(kind: str, checkpoint: Any, env: Mapping[str, Any], tasks: list[str
              phrasings: Any, replan: int, ensemble: float | None, num_envs: int, videos: int, out: Path | None,
              precision: str | None = None) -> str:  # fmt: skip
     """The ``vla eval`` line that reruns this protocol (env options that differ from its file included)."""
-    args: dict[str, Any] = {"policy": kind if kind in ("checkpoint", "scripted", "lerobot") else None,
+    args: dict[str, Any] = {"policy": kind if kind in POLICY_LOADERS else None,
                             "checkpoint": checkpoint, "env": env.get("name")}  # fmt: skip
     base: dict[str, Any] = {}
     if env.get("name"):
         try:
             base = plain_env_config(str(env["name"]))
-        except Exception:  # an env config built in memory: every option goes on the line
+        except ValueError:  # ConfigError: an env config built in memory, every option goes on the line
             base = {}
     for key, value in env.items():
         if key not in ("name", "tasks", "description") and base.get(key) != value:

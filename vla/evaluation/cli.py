@@ -6,117 +6,101 @@
 
 ``policy=scripted`` evaluates the suite's scripted expert (no checkpoint), an upper-bound reference.
 Tasks are the env config's ``tasks``; pick others with ``env.tasks=[name,...]``.
+
+Arguments follow Hydra's override grammar (:mod:`vla.config`) and are checked against
+:class:`EvalCommand` and the env's options before anything loads: an unknown key, a wrong type or a
+value out of range is refused in one line (exit status 2); so are a missing checkpoint or one whose
+cameras or shapes do not fit the env (exit status 1), and no empty output folder is left behind.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Sequence
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from vla.config import ConfigError, compose
+from omegaconf import DictConfig
+
+from vla.cli_errors import cli_main
+from vla.config import ConfigError, compose_command
+from vla.config_schema import above, at_least, choice, config_group
 from vla.evaluation.api import evaluate, plain_env_config
 from vla.evaluation.loaders import POLICY_LOADERS, load_eval_policy
+from vla.evaluation.protocol import PHRASING_SETS
 
 
-def _optional_float(text: str) -> float | None:
-    return None if text.lower() in {"none", "null", "off", ""} else float(text)
+@dataclass
+class EvalCommand:
+    """``vla eval``'s keys (``env.<option>`` for the env's own options)."""
+
+    env: Any = config_group()
+    checkpoint: str | None = None
+    policy: str = choice("checkpoint", POLICY_LOADERS)  # where the policy comes from, not a config group
+    episodes_per_task: int = at_least(10, 1)
+    phrasing: str = choice("both", PHRASING_SETS)
+    replan_every: int | None = at_least(None, 1)  # None: a whole chunk
+    temporal_ensemble: float | None = above(None, 0.0)
+    num_envs: int = at_least(2, 1)
+    videos: int = at_least(4, 0)
+    out: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    max_steps: int | None = at_least(None, 1)
+    progress: bool = True
 
 
-def _optional_int(text: str) -> int | None:
-    return None if text.lower() in {"none", "null", ""} else int(text)
+def eval_config(argv: Sequence[str]) -> DictConfig:
+    """The checked config of ``vla eval <argv>``; raises ConfigError naming a bad argument."""
+    cfg = compose_command("eval", argv, EvalCommand)
+    if "env" not in cfg:
+        raise ConfigError("name an env config: env=<name> (a file of the envs/ config group)")
+    if cfg.policy != "scripted" and not cfg.checkpoint:
+        raise ConfigError(
+            f"give checkpoint=<dir> (policy={cfg.policy}), or policy=scripted for the scripted expert"
+        )
+    return cfg
 
 
-def _bool(text: str) -> bool:
-    if text.lower() not in {"true", "false", "1", "0", "yes", "no"}:
-        raise ValueError(f"expected true or false, got {text!r}")
-    return text.lower() in {"true", "1", "yes"}
-
-
-# key -> (parser, default). Keys starting with "env" go to the env config (vla.config.compose).
-OPTIONS: dict[str, tuple[Callable[[str], Any], Any]] = {
-    "checkpoint": (str, None),
-    "policy": (str, None),
-    "episodes_per_task": (int, 10),
-    "phrasing": (str, "both"),
-    "replan_every": (_optional_int, None),
-    "temporal_ensemble": (_optional_float, None),
-    "num_envs": (int, 2),
-    "videos": (int, 4),
-    "out": (str, None),
-    "device": (str, "auto"),
-    "precision": (str, "auto"),
-    "max_steps": (_optional_int, None),
-    "progress": (_bool, True),
-}
-
-
-def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
-    """``(eval options, env arguments for compose)``; raises ValueError naming a bad argument."""
-    options = {key: default for key, (_, default) in OPTIONS.items()}
-    env_args: list[str] = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise ValueError(f"argument {arg!r} is not of the form key=value")
-        if key == "env" or key.startswith("env."):
-            env_args.append(arg)
-        elif key in OPTIONS:
-            try:
-                options[key] = OPTIONS[key][0](value)
-            except ValueError as exc:
-                raise ValueError(f"bad value for {key}: {value!r} ({exc})") from exc
-        else:
-            raise ValueError(f"unknown argument {key!r}; known: env, env.<option>, {', '.join(OPTIONS)}")
-    if not any(a.startswith("env=") for a in env_args):
-        raise ValueError("name an env config: env=<name> (a file of the envs/ config group)")
-    if options["policy"] is None:
-        options["policy"] = "checkpoint"
-    if options["policy"] not in POLICY_LOADERS:
-        raise ValueError(f"policy must be one of {sorted(POLICY_LOADERS)}, got {options['policy']!r}")
-    if options["policy"] == "checkpoint" and not options["checkpoint"]:
-        raise ValueError("give checkpoint=<dir> (or policy=scripted for the scripted expert)")
-    return options, env_args
-
-
+@cli_main("eval")
 def main(argv: Sequence[str]) -> int:
     """Run ``vla eval``; returns the exit status (2 for bad arguments)."""
     argv = list(argv)
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(__doc__)
         return 0
+    cfg = eval_config(argv)
+    env_cfg = plain_env_config(cfg.env)
+    out = Path(cfg.out or _default_out(cfg.policy, str(env_cfg.get("name", env_cfg["suite"]))))
+    created = not out.exists()
     try:
-        options, env_args = parse_args(argv)
-        env_cfg = plain_env_config(compose(env_args).env)
-    except (ValueError, ConfigError) as exc:
-        print(f"vla eval: {exc}", file=sys.stderr)
-        return 2
-    out = options["out"] or _default_out(options["policy"], str(env_cfg.get("name", env_cfg["suite"])))
-    policy = load_eval_policy(
-        options["policy"], options["checkpoint"], options["device"], options["precision"]
-    )
-    report = evaluate(
-        policy,
-        env_cfg,
-        episodes_per_task=options["episodes_per_task"],
-        phrasings=options["phrasing"],
-        replan_every=options["replan_every"],
-        temporal_ensemble=options["temporal_ensemble"],
-        num_envs=options["num_envs"],
-        video_count=options["videos"],
-        out_dir=out,
-        max_steps=options["max_steps"],
-        progress=options["progress"],
-        policy_name=options["policy"],
-        checkpoint=options["checkpoint"] if options["policy"] != "scripted" else None,
-        argv=["vla", "eval", *argv],
-    )
+        policy = load_eval_policy(cfg.policy, cfg.checkpoint, cfg.device, cfg.precision)
+        report = evaluate(
+            policy,
+            env_cfg,
+            episodes_per_task=cfg.episodes_per_task,
+            phrasings=cfg.phrasing,
+            replan_every=cfg.replan_every,
+            temporal_ensemble=cfg.temporal_ensemble,
+            num_envs=cfg.num_envs,
+            video_count=cfg.videos,
+            out_dir=out,
+            max_steps=cfg.max_steps,
+            progress=cfg.progress,
+            policy_name=cfg.policy,
+            checkpoint=cfg.checkpoint if cfg.policy != "scripted" else None,
+            argv=["vla", "eval", *argv],
+        )
+    except BaseException:
+        if created and out.is_dir() and not any(p.is_file() for p in out.rglob("*")):
+            shutil.rmtree(out)  # a failed run leaves no empty output folder behind
+        raise
     for row in report.overall:
         print(f"{row.phrasing:>8} phrasings: success {row.success_rate:.1%} "
               f"[{row.ci_low:.1%}, {row.ci_high:.1%}] over {row.episodes} episodes")  # fmt: skip
-    print(f"report: {Path(out) / 'report.md'}")
+    print(f"report: {out / 'report.md'}")
     return 0
 
 

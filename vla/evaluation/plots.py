@@ -24,8 +24,9 @@ def plot_success(report: EvalReport, path: str | Path) -> Path:
         rows = {r.group: r for r in report.per_task if r.phrasing == phrasing}
         xs = [i + (k - (len(phrasings) - 1) / 2) * width for i in range(len(tasks))]
         rates = [rows[t].success_rate if t in rows else 0.0 for t in tasks]
-        low = [rows[t].success_rate - rows[t].ci_low if t in rows else 0.0 for t in tasks]
-        high = [rows[t].ci_high - rows[t].success_rate if t in rows else 0.0 for t in tasks]
+        # max(0, .): a rate of 0 or 1 sits on its interval's end, up to rounding.
+        low = [max(0.0, rows[t].success_rate - rows[t].ci_low) if t in rows else 0.0 for t in tasks]
+        high = [max(0.0, rows[t].ci_high - rows[t].success_rate) if t in rows else 0.0 for t in tasks]
         ax.bar(
             xs,
             rates,

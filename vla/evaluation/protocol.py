@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vla.evaluation.run import EpisodeRequest
-from vla.seeds import eval_seeds
+from vla.seeds import eval_seeds, task_numbers
 
 PHRASING_SETS: dict[str, tuple[str, ...]] = {
     "train": ("train",),
@@ -57,10 +57,8 @@ def seeds_per_task(
     Numbering by the full list (not the selection) gives a task the same seeds whether it is
     evaluated alone or with others; tasks outside that list are numbered after it.
     """
-    index = {task: i for i, task in enumerate(all_tasks)}
-    extra = [t for t in tasks if t not in index]
-    index.update({task: len(all_tasks) + i for i, task in enumerate(extra)})
-    return {task: eval_seeds(episodes_per_task, task_index=index[task]) for task in tasks}
+    numbers = task_numbers(tasks, all_tasks)
+    return {task: eval_seeds(episodes_per_task, task_index=numbers[task]) for task in tasks}
 
 
 def episode_plan(seeds: Mapping[str, Sequence[int]], phrasings: Sequence[str]) -> list[EpisodeRequest]:
@@ -102,13 +100,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """The checkpoint folder ``load_policy`` reads: a run directory resolves to its latest checkpoint."""
     if any(p.suffix == ".safetensors" for p in Path(path).glob("*")):
         return Path(path)  # already a checkpoint folder
-    try:
-        from vla.train.checkpoint import resolve_checkpoint as resolve
-    except ImportError:  # pragma: no cover - the training package ships with vla
-        return Path(path)
+    from vla.checkpoint import CheckpointError
+    from vla.checkpoint import resolve_checkpoint as resolve
+
     try:
         return Path(resolve(path))
-    except Exception:  # not a vla checkpoint (e.g. a lerobot policy folder): hash it as it is
+    except CheckpointError:  # not a vla checkpoint (e.g. a lerobot policy folder): hash it as it is
         return Path(path)
 
 

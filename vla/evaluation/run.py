@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from vla.envs.probe import declared_features
 from vla.evaluation import results as R
 from vla.evaluation.vector import EnvPool, StepResult
 from vla.features import INSTRUCTION_KEY, camera_key, is_image_key
 from vla.policies.executor import ChunkExecutor
+from vla.policy_spec import check_policy_features
 
 DEFAULT_MAX_STEPS = 1000  # only for envs that declare no step limit of their own
 VIDEO_CAMERA = camera_key("front")
@@ -107,7 +109,6 @@ def run_episodes(
     order: dict[int, int] = {}  # slot -> index of its request
     active: dict[int, _SlotState] = {}
     finished: dict[int, R.EpisodeResult] = {}
-    checked: list[bool] = []
 
     def finish(slot: int, outcome: str, detail: str = "") -> None:
         state = active.pop(slot)
@@ -143,9 +144,6 @@ def run_episodes(
                     finish(slot, R.ENV_ERROR, result.error.strip().splitlines()[-1])
                     free.append(slot)
                     continue
-                if not checked:  # a policy built for other cameras or sizes is a setup error: stop now
-                    _check_features(policy, result.observation)
-                    checked.append(True)
                 state.action_shape = result.action_shape or ()
                 state.max_steps = max_steps or result.max_episode_steps or DEFAULT_MAX_STEPS
                 state.instruction = str(result.observation.get(INSTRUCTION_KEY, ""))
@@ -196,11 +194,20 @@ def _push_chunks(
             state.executor.push_chunk(chunk)
 
 
-def _check_features(policy: Any, observation: Mapping[str, Any]) -> None:
-    """Let the policy refuse the env's observation shapes up front (``spec.check_features``, if any)."""
+def check_env_fit(policy: Any, env_cfg: Mapping[str, Any], task: str) -> None:
+    """Raise :class:`~vla.policy_spec.FeatureMismatchError` naming both sides when ``policy`` does
+    not fit the environments of ``env_cfg`` (cameras, image size, state and action dimensions and
+    names, as the env declares them): a setup error, found before any worker starts.
+
+    A spec with its own ``check_features(features, names, source)`` decides for itself.
+    """
+    shapes, names = declared_features(env_cfg, task)
+    source = f"env {env_cfg.get('name') or env_cfg.get('suite')} ({task})"
     check = getattr(policy.spec, "check_features", None)
     if callable(check):
-        check({k: np.shape(v) for k, v in observation.items() if isinstance(v, np.ndarray | np.generic)})
+        check(shapes, names, source=source)
+    else:
+        check_policy_features(policy.spec, shapes, names, source)
 
 
 def _keep_frame(state: _SlotState, observation: Mapping[str, Any], keep: bool) -> None:

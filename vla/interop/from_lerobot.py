@@ -13,6 +13,7 @@ episode interrupted half-way is never committed, so it is converted again from i
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,13 +194,55 @@ def _check_frames(columns: dict[str, Any], schema: Schema, episode: int) -> int:
     return length
 
 
+# What LeRobotDataset reads from meta/info.json before anything else.
+INFO_KEYS = ("codebase_version", "fps", "features", "total_episodes", "data_path")
+
+
+def missing_parts(root: Path) -> list[str]:
+    """What a local LeRobot v3.0 dataset folder lacks (empty: complete enough to open).
+
+    LeRobotDataset fetches whatever is missing from the Hub; offline that fails deep inside it, so
+    the parts it needs are checked here first: ``meta/info.json`` (a JSON object with ``INFO_KEYS``
+    and a ``features`` mapping), ``meta/tasks.parquet``, the episode index ``meta/episodes/``, the
+    frames under ``data/`` and, per video feature, its files under ``videos/<feature>/``.
+    """
+    info_path = root / "meta" / "info.json"
+    if not info_path.is_file():
+        return ["meta/info.json"]
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError) as exc:
+        return [f"a readable meta/info.json ({exc})"]
+    if not isinstance(info, dict):
+        return ["a JSON object in meta/info.json"]
+    missing = [f"meta/info.json key {key!r}" for key in INFO_KEYS if key not in info]
+    features = info.get("features")
+    if "features" in info and not isinstance(features, dict):
+        missing.append("a features mapping in meta/info.json")
+    checks = {
+        "meta/tasks.parquet": (root / "meta" / "tasks.parquet").is_file(),
+        "meta/episodes/**/*.parquet": any((root / "meta" / "episodes").rglob("*.parquet")),
+        "data/**/*.parquet": any((root / "data").rglob("*.parquet")),
+    }
+    for key, feature in (features if isinstance(features, dict) else {}).items():
+        if isinstance(feature, dict) and feature.get("dtype") == "video":
+            checks[f"videos/{key}/**/*.mp4"] = any((root / "videos" / key).rglob("*.mp4"))
+    return missing + [part for part, present in checks.items() if not present]
+
+
 def load_local_dataset(repo_id: str, root: str | Path, video_backend: str = "pyav") -> Any:
     """A complete LeRobot dataset from a local folder; never reaches the Hub."""
+    root = Path(root)
+    missing = missing_parts(root)
+    if missing == ["meta/info.json"]:
+        raise FileNotFoundError(f"{root} is not a LeRobot dataset folder (no meta/info.json)")
+    if missing:
+        raise FileNotFoundError(
+            f"{root} is not a complete LeRobot v3.0 dataset; missing: {', '.join(missing)} "
+            "(nothing is fetched from the Hugging Face Hub)"
+        )
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    root = Path(root)
-    if not (root / "meta" / "info.json").is_file():
-        raise FileNotFoundError(f"{root} is not a LeRobot dataset folder (no meta/info.json)")
     return LeRobotDataset(repo_id, root=root, video_backend=video_backend)
 
 

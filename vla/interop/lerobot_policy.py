@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 import vla.interop  # noqa: F401  (switches the Hub clients offline before lerobot is imported)
+from vla.devices import resolve_device
 from vla.features import ACTION_KEY, INSTRUCTION_KEY, STATE_KEY
-from vla.policies.runtime import PolicySpec
+from vla.policy_spec import PolicySpec
 
 LEROBOT_CONFIG_FILE = "config.json"
 LEROBOT_WEIGHTS_FILE = "model.safetensors"
@@ -198,13 +199,6 @@ def _spec_of(config: Any) -> PolicySpec:
     )
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def load_lerobot_policy(checkpoint_dir: str | Path, device: str = "auto") -> LeRobotPolicy:
     """Load a lerobot ``pretrained_model`` folder (weights, config, processors) from local disk only."""
     from lerobot.configs.policies import PreTrainedConfig
@@ -223,7 +217,7 @@ def load_lerobot_policy(checkpoint_dir: str | Path, device: str = "auto") -> LeR
             f"{path} lacks {PREPROCESSOR_FILE}: without the saved processors the "
             "checkpoint's normalization statistics are unknown"
         )
-    device = resolve_device(device)
+    device = str(resolve_device(device))
     config = PreTrainedConfig.from_pretrained(path)
     config.device = device
     if hasattr(config, "pretrained_backbone_weights"):

@@ -70,7 +70,8 @@ def measure_lerobot_dataset(
         batch_size=BATCH_SIZE,
         sampler=sampler,
         num_workers=num_workers,
-        # forkserver: never fork a process that may hold decoder or GL state (field notes)
+        # forkserver: a forked child inherits the parent's decoder and GL threads' locks in whatever
+        # state they were in, and can hang on them; a fresh server process holds none.
         multiprocessing_context="forkserver" if num_workers > 0 else None,
         persistent_workers=False,
     )
@@ -96,15 +97,6 @@ def _check_window(batch: dict, n_obs_steps: int, horizon: int) -> None:
         raise RuntimeError(
             f"LeRobotDataset returned state {tuple(batch[STATE_KEY].shape)}, expected T={n_obs_steps}"
         )
-
-
-def build_lerobot_copy(
-    store_path: str | Path, out: str | Path, repo_id: str = "local/bench", vcodec: str = "libsvtav1"
-) -> Path:
-    """The LeRobot copy of a store for the benchmark (via to-lerobot; reused when already complete)."""
-    from vla.interop.to_lerobot import convert_to_lerobot
-
-    return convert_to_lerobot(store_path, out, repo_id, vcodec=vcodec, progress=False)
 
 
 if __name__ == "__main__":  # pragma: no cover - manual check: python -m vla.interop.loader_bench ROOT REPO_ID

@@ -9,8 +9,12 @@ Every tokenizer follows one small protocol (duck-typed, no base class):
 - ``encode(chunks) -> (tokens LongTensor (B, L), mask BoolTensor (B, L))``, ``mask`` True on real
   tokens (EOS included), padded with ``pad_id`` to the longest sequence of the batch;
 - ``decode(tokens) -> (actions float32 (B, H, A), DecodeReport)``;
-- ``generation_options() -> dict`` of keyword arguments for :meth:`vla.model.model.VLA.generate`;
+- ``generation_options() -> dict`` of :class:`vla.model.decoding.DecodeOptions` fields;
 - ``state_dict()`` / ``from_state_dict(d)``: JSON-safe dicts, so checkpoints never pickle.
+
+The ``continuous`` codec follows the same protocol for the continuous heads (``flow``, ``l1``): its
+"tokens" are the normalized chunk itself (float32 (B, H, A)), so training, the runtime and export
+treat every head alike.
 
 Actions arrive normalized by the caller so that the dataset's q01..q99 maps to [-1, 1]; values
 outside are clipped (as in RT-2 / OpenVLA).
@@ -94,6 +98,14 @@ def _as_chunks(chunks: np.ndarray | torch.Tensor, horizon: int | None, action_di
     return np.clip(array.astype(np.float64), -1.0, 1.0)
 
 
+def _chunk_shape(actions: np.ndarray) -> tuple[int, int]:
+    """``(H, A)`` of normalized training chunks (N, H, A), or a ValueError naming the shape."""
+    array = np.asarray(actions)
+    if array.ndim != 3:
+        raise ValueError(f"fit expects normalized chunks (N, H, A), got {array.shape}")
+    return int(array.shape[1]), int(array.shape[2])
+
+
 def _as_token_rows(tokens: np.ndarray | torch.Tensor | Sequence[Sequence[int]]) -> list[np.ndarray]:
     """Token sequences as a list of int64 arrays (accepts a 2-D tensor/array or ragged lists)."""
     if isinstance(tokens, torch.Tensor):
@@ -146,10 +158,7 @@ class BinningTokenizer:
 
     def fit(self, actions: np.ndarray) -> BinningTokenizer:
         """Record the chunk shape; binning itself learns nothing (the caller normalizes)."""
-        array = np.asarray(actions)
-        if array.ndim != 3:
-            raise ValueError(f"fit expects normalized chunks (N, H, A), got {array.shape}")
-        self.horizon, self.action_dim = int(array.shape[1]), int(array.shape[2])
+        self.horizon, self.action_dim = _chunk_shape(actions)
         return self
 
     def encode(self, chunks: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -369,8 +378,76 @@ class FastTokenizer:
         return tokenizer
 
 
+class ContinuousCodec:
+    """The codec of the continuous heads: a normalized chunk is its own representation.
+
+    ``encode`` clips to [-1, 1] (as the discrete tokenizers do) and returns float32 (B, H, A) with an
+    all-True (B, H) step mask; ``decode`` returns the predicted chunk, rejecting (NaN rows, listed
+    in the report) any chunk with a non-finite value, so a diverged prediction never reaches a robot.
+    """
+
+    name = "continuous"
+    eos_id: int | None = None
+    pad_id = 0
+    vocab_size = 0
+
+    def __init__(self, horizon: int | None = None, action_dim: int | None = None):
+        self.horizon, self.action_dim = horizon, action_dim
+
+    @property
+    def max_tokens(self) -> int:
+        if self.horizon is None:
+            raise RuntimeError("the continuous codec needs fit(actions) (or horizon/action_dim) first")
+        return self.horizon
+
+    def fit(self, actions: np.ndarray) -> ContinuousCodec:
+        """Record the chunk shape (the caller normalizes)."""
+        self.horizon, self.action_dim = _chunk_shape(actions)
+        return self
+
+    def encode(self, chunks: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        array = _as_chunks(chunks, self.horizon, self.action_dim).astype(np.float32)
+        return torch.from_numpy(array), torch.ones(array.shape[:2], dtype=torch.bool)
+
+    def decode(self, tokens: np.ndarray | torch.Tensor) -> tuple[np.ndarray, DecodeReport]:
+        array = (
+            tokens.detach().cpu().float().numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)
+        )
+        if array.ndim != 3 or (
+            self.horizon is not None and array.shape[1:] != (self.horizon, self.action_dim)
+        ):
+            raise ValueError(
+                f"predicted chunks must have shape (B, {self.horizon}, {self.action_dim}), got {array.shape}"
+            )
+        out = np.array(array, dtype=np.float32)
+        report = DecodeReport(num_chunks=len(out))
+        bad = ~np.isfinite(out).all(axis=(1, 2))
+        report.rejected = np.flatnonzero(bad).tolist()
+        out[bad] = np.nan
+        return np.clip(out, -1.0, 1.0), report
+
+    def generation_options(self) -> dict[str, Any]:
+        return {"num_tokens": self.max_tokens}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": SCHEMA_VERSION,
+            "horizon": self.horizon,
+            "action_dim": self.action_dim,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> ContinuousCodec:
+        return cls(horizon=state["horizon"], action_dim=state["action_dim"])
+
+
 # name -> class; each class takes its options as keyword arguments and has from_state_dict().
-ACTION_TOKENIZERS: dict[str, type] = {"binning": BinningTokenizer, "fast": FastTokenizer}
+ACTION_TOKENIZERS: dict[str, type] = {
+    "binning": BinningTokenizer,
+    "fast": FastTokenizer,
+    "continuous": ContinuousCodec,
+}
 
 
 def make_action_tokenizer(name: str, **options: Any) -> ActionTokenizer:

@@ -1,7 +1,11 @@
 """A model's weights laid out for decoding, at the precision asked for, cached per model.
 
-``generate`` reads the model through :func:`prepare`, which returns the module to run the prefix
-with and every block's matrices for the one-token step:
+The decoder (:mod:`vla.model.decoding`) reads the model through :func:`prepare`, which returns the
+module to run the prefix with, every block as a layer for the steps after it (action tokens run
+against the cached prefix) and the read-out (``ln_f`` then the action head's output map). A step
+layer has the same call as :meth:`vla.model.model.Block.forward` (``layer(x, mask, cache, start)``),
+so the decoder runs either; at batch 1 on a CPU a step is bound by per-op overhead, so step layers
+call the kernels directly on 2-D activations:
 
 - ``"fp32"``: the model itself; step matrices pre-transposed to (in, out) for ``addmm``.
 - ``"bf16"``: a bfloat16 copy of the model (prefix and steps in bf16). On CPUs with AMX (Sapphire
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 if TYPE_CHECKING:
@@ -51,7 +56,7 @@ class StepLinear:
 
 @dataclass(frozen=True)
 class StepWeights:
-    """One block's parameters laid out for a one-token step."""
+    """One block's parameters laid out for steps, callable like :meth:`vla.model.model.Block.forward`."""
 
     n_head: int
     ln1: tuple[Tensor, Tensor, float]
@@ -61,17 +66,47 @@ class StepWeights:
     fc: StepLinear
     out: StepLinear
 
+    def __call__(self, x: Tensor, mask: Tensor | None, cache: Tensor, start: int) -> Tensor:
+        """The block on ``x`` (B, S, D) at positions ``start..start+S-1``: its keys and values go into
+        ``cache`` (B, S_max, 2D), its queries see the cache up to their own slice (``mask``: (B, 1,
+        S | 1, start + S) or None). The same arithmetic as the module path (a test checks)."""
+        B, S, D = x.shape
+        H = self.n_head
+        flat = x.reshape(B * S, D)
+        qkv = self.qkv(F.layer_norm(flat, (D,), *self.ln1)).view(B, S, 3 * D)
+        cache[:, start : start + S] = qkv[..., D:]
+        kv = cache[:, : start + S]
+        q = qkv[..., :D].view(B, S, H, D // H).transpose(1, 2)
+        k = kv[..., :D].view(B, -1, H, D // H).transpose(1, 2)
+        v = kv[..., D:].view(B, -1, H, D // H).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(B * S, D)
+        flat = self.proj(y).add_(flat)
+        h = F.gelu(self.fc(F.layer_norm(flat, (D,), *self.ln2)), approximate="tanh")
+        return self.out(h).add_(flat).view(B, S, D)
+
+
+@dataclass(frozen=True)
+class Readout:
+    """Final hidden states (B, S, D) -> the action head's output: ``out(layer_norm(x, *ln_f))``."""
+
+    ln_f: tuple[Tensor, Tensor, float]
+    out: StepLinear
+
+    def __call__(self, x: Tensor) -> Tensor:
+        B, S, D = x.shape
+        y = self.out(F.layer_norm(x.reshape(B * S, D), (D,), *self.ln_f))
+        return y.view(B, S, -1)
+
 
 @dataclass(frozen=True)
 class Prepared:
-    """What :func:`prepare` returns: the module to run, its float dtype, the blocks' step weights
-    and the output head's (a step's logits: ``head(layer_norm(x, *ln_f))``)."""
+    """What :func:`prepare` returns: the module to run the prefix with, its float dtype, the layers
+    for the steps after the prefix and the read-out."""
 
     model: VLA
     dtype: torch.dtype
     steps: list[StepWeights]
-    ln_f: tuple[Tensor, Tensor, float]
-    head: StepLinear
+    readout: Readout
 
 
 def check_precision(precision: str, device: torch.device) -> None:
@@ -99,8 +134,7 @@ def prepare(model: VLA, precision: str = "fp32") -> Prepared:
             runner,
             _DTYPES[precision],
             [_block_steps(block, quantize) for block in runner.blocks],
-            _norm(runner.ln_f),
-            _linear(runner.head, quantize),
+            Readout(_norm(runner.ln_f), _linear(runner.action_head.out, quantize)),
         )
     cache.clear()  # one precision at a time: a stale copy of a model that trains is only memory
     cache[precision] = (key, prepared)
@@ -152,6 +186,6 @@ def _block_steps(block: torch.nn.Module, quantize: bool) -> StepWeights:
         _linear(block.attn.qkv, quantize),
         _linear(block.attn.proj, quantize),
         _norm(block.ln2),
-        _linear(block.mlp[0], quantize),
-        _linear(block.mlp[2], quantize),
+        _linear(block.mlp.c_fc, quantize),
+        _linear(block.mlp.c_proj, quantize),
     )

@@ -2,22 +2,24 @@
 
 Sequence (one row of the batch)::
 
-    [text 0..Lt-1] [obs step 0: cam0 patches, cam1 patches, ..., state] ... [obs step T-1] [BOS a0 a1 ...]
+    [text 0..Lt-1] [obs step 0: cam0 tokens, cam1 tokens, ..., state] ... [obs step T-1] [action tokens]
 
 Every token gets a learned modality-type embedding (text, image, state, action); image tokens also get
 camera and time embeddings, state tokens time embeddings, text and action tokens position embeddings.
 
 Attention (one boolean mask, ``scaled_dot_product_attention``) follows a *rank* per token: text has
-rank 0, observation step k rank k+1, action token i rank T+1+i, and a token sees every key of equal or
-lower rank. So the prefix is bidirectional within a timestep, never sees a later timestep (the
-instruction is "timestep 0", visible to all), and actions are causal over the whole prefix. Padded
-text tokens and padded observation steps are masked out as keys.
+rank 0, observation step k rank k+1, and a token sees every key of equal or lower rank. So the prefix
+is bidirectional within a timestep, never sees a later timestep (the instruction is "timestep 0",
+visible to all), and no prefix token sees an action token. Padded text tokens and padded
+observation steps are masked out as keys.
 
-The first action token is predicted from a learned BOS action embedding placed right after the
-prefix: input ``[BOS, a0, ..., a_{L-2}]`` yields logits for ``[a0, ..., a_{L-1}]``, so
-``forward(obs, tokens)[:, i]`` predicts ``tokens[:, i]`` (teacher forcing). Generation runs the
-prefix and BOS once (prefill) into a preallocated KV cache, then one token per step
-(:mod:`vla.model.generation`).
+What the action tokens are is the action head's choice (``VLAConfig.action_head``,
+:mod:`vla.model.heads`): discrete tokens decoded one at a time (``ar_bins``, ``ar_fast``: action
+token i has rank T+1+i, so actions are causal; input ``[BOS, a0, ..., a_{L-2}]`` predicts
+``[a0, ..., a_{L-1}]``), or a whole continuous chunk in parallel (``l1`` regression slots, ``flow``
+matching tokens: every action token has rank T+1, so they see each other). Inference encodes the
+prefix once into a key/value cache and runs the action tokens against it
+(:mod:`vla.model.decoding`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from vla.model.encoders import TEXT_ENCODERS, VISION_ENCODERS, InstructionPool, build_encoder
+from vla.model.heads import ACTION_HEADS
 
 TEXT, IMAGE, STATE, ACTION = range(4)  # modality-type ids
 
@@ -59,25 +63,54 @@ class VLAConfig:
     text_encoder: str = "embedding"  # "embedding" | "pretrained:<path>"
     freeze_pretrained: bool = True  # freeze pretrained encoders, train only their projections
     state_tokens: int = 1  # proprioception tokens per timestep
+    # State entries the policy does not read (name patterns, vla.features.kept_state_indices).
+    state_exclude: tuple[str, ...] = ()
     film: bool = False  # FiLM-condition the conv vision stem on the pooled instruction (encoders.py)
+    keypoints: int = 0  # spatial-softmax keypoint tokens per camera (vision_encoder "keypoints")
+    stem_width: int = (
+        0  # channels of the first conv stage of the keypoints encoder (0: 16), doubling per stage
+    )
+    action_head: str = "ar_bins"  # ar_bins | ar_fast | flow | l1 (vla.model.heads)
+    flow_steps: int = 10  # Euler steps of the flow head's sampler
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept in the checkpoint
 
     def __post_init__(self) -> None:
         self.cameras = tuple(self.cameras)  # YAML gives lists
+        self.state_exclude = tuple(self.state_exclude)
         if not self.cameras:
             raise ValueError("VLAConfig.cameras must name at least one camera")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
         for name in ("image_size", "patch_size", "action_dim", "n_obs_steps", "horizon", "n_layer",
-                     "max_text_len", "action_vocab_size", "max_action_tokens"):  # fmt: skip
+                     "max_text_len", "max_action_tokens"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"VLAConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.film and self.vision_encoder != "conv":
-            raise ValueError(f"VLAConfig.film needs vision_encoder 'conv', got {self.vision_encoder!r}")
+        if self.action_head in ("ar_bins", "ar_fast") and self.action_vocab_size < 1:
+            raise ValueError(f"a token head needs action_vocab_size >= 1, got {self.action_vocab_size}")
+        if self.film and self.vision_encoder not in ("conv", "keypoints"):
+            raise ValueError(
+                f"VLAConfig.film needs vision_encoder 'conv' or 'keypoints', got {self.vision_encoder!r}"
+            )
+        if self.action_head not in ACTION_HEADS:
+            raise ValueError(
+                f"unknown action_head {self.action_head!r}; choose one of {sorted(ACTION_HEADS)}"
+            )
+        if self.flow_steps < 1:
+            raise ValueError(f"VLAConfig.flow_steps must be >= 1, got {self.flow_steps}")
+        if self.continuous_actions and self.max_action_tokens < self.horizon:
+            raise ValueError(
+                f"a continuous head needs max_action_tokens >= horizon ({self.horizon}), got {self.max_action_tokens}"
+            )
+
+    @property
+    def continuous_actions(self) -> bool:
+        """Whether the head predicts the chunk as continuous values (``flow``, ``l1``), not tokens."""
+        return self.action_head in ("flow", "l1")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["cameras"] = list(self.cameras)
+        d["state_exclude"] = list(self.state_exclude)
         return d
 
     @classmethod
@@ -104,19 +137,31 @@ class SelfAttention(nn.Module):
         this chunk's keys and values are written at ``start`` and the queries attend to cache
         positions ``< start + S`` (the mask then covers those keys)."""
         B, S, D = x.shape
-        H, hd = self.n_head, self.head_dim
+        H = self.n_head
         qkv = self.qkv(x)  # (B, S, 3D) laid out [q | k | v]
         kv = qkv[..., D:]
         if cache is not None:
             # One copy per layer and step: keys and values stay interleaved exactly as qkv made them.
             cache[:, start : start + S] = kv
             kv = cache[:, : start + S]
-        q = qkv[..., :D].view(B, S, H, hd).transpose(1, 2)
-        k = kv[..., :D].view(B, -1, H, hd).transpose(1, 2)
-        v = kv[..., D:].view(B, -1, H, hd).transpose(1, 2)
+        q = rearrange(qkv[..., :D], "b s (h d) -> b h s d", h=H)
+        k = rearrange(kv[..., :D], "b s (h d) -> b h s d", h=H)
+        v = rearrange(kv[..., D:], "b s (h d) -> b h s d", h=H)
         dropout = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        return self.proj(y.transpose(1, 2).reshape(B, S, D))
+        return self.proj(rearrange(y, "b h s d -> b s (h d)"))
+
+
+class MLP(nn.Module):
+    """The block's feed-forward part (nanoGPT's names: ``c_fc``, then GELU, then ``c_proj``)."""
+
+    def __init__(self, config: VLAConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.mlp_ratio * config.n_embd)
+        self.c_proj = nn.Linear(config.mlp_ratio * config.n_embd, config.n_embd)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
 
 
 class Block(nn.Module):
@@ -127,10 +172,7 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(config.n_embd)
         self.attn = SelfAttention(config)
         self.ln2 = nn.LayerNorm(config.n_embd)
-        hidden = config.mlp_ratio * config.n_embd
-        self.mlp = nn.Sequential(
-            nn.Linear(config.n_embd, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, config.n_embd)
-        )
+        self.mlp = MLP(config)
         # Identity when dropout is off: nn.Dropout still costs a dispatch per call when decoding.
         self.drop = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
 
@@ -150,21 +192,19 @@ class VLA(nn.Module):
         self.text = build_encoder(TEXT_ENCODERS, config.text_encoder, config, "text")
         self.instruction_pool = InstructionPool(D) if config.film else None
         self.state_proj = nn.Linear(config.state_dim, config.state_tokens * D) if config.state_dim else None
-        self.action_embed = nn.Embedding(config.action_vocab_size, D)
-        self.bos = nn.Parameter(torch.randn(1, 1, D) * 0.02)
+        self.action_head = ACTION_HEADS[config.action_head](config)
         self.action_pos = nn.Parameter(torch.randn(1, config.max_action_tokens, D) * 0.02)
         self.type_embed = nn.Parameter(torch.randn(4, D) * 0.02)
         self.camera_embed = nn.Parameter(torch.randn(len(config.cameras), 1, D) * 0.02)
         self.time_embed = nn.Parameter(torch.randn(config.n_obs_steps, 1, D) * 0.02)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(D)
-        self.head = nn.Linear(D, config.action_vocab_size, bias=False)
         for name, module in self.named_modules():
             if "backbone" not in name.split("."):  # pretrained encoder weights stay as loaded
                 self._init_weights(module)
         # GPT-2: scale residual projections by 1/sqrt(2 * n_layer) so deep stacks start stable.
         for block in self.blocks:
-            for linear in (block.attn.proj, block.mlp[2]):
+            for linear in (block.attn.proj, block.mlp.c_proj):
                 nn.init.normal_(linear.weight, std=0.02 / (2 * config.n_layer) ** 0.5)
         if config.film:  # FiLM starts as the identity (the generic init above drew its weights)
             self.vision.reset_film()
@@ -208,13 +248,11 @@ class VLA(nn.Module):
             condition = pooled.repeat_interleave(T * N, dim=0)
         time = self.time_embed[c.n_obs_steps - T :]  # the newest step always uses the last embedding
 
-        flat_images = images.reshape(B * T * N, C, H, W)
+        flat_images = rearrange(images, "b t n c h w -> (b t n) c h w")
         patches = self.vision(flat_images) if condition is None else self.vision(flat_images, condition)
-        P = patches.shape[1]
-        patches = (
-            patches.view(B, T, N, P, -1) + self.camera_embed + time.unsqueeze(1) + self.type_embed[IMAGE]
-        )
-        per_step = [patches.reshape(B, T, N * P, -1)]
+        patches = rearrange(patches, "(b t n) p d -> b t n p d", b=B, t=T, n=N)
+        patches = patches + self.camera_embed + time.unsqueeze(1) + self.type_embed[IMAGE]
+        per_step = [rearrange(patches, "b t n p d -> b t (n p) d")]
         if self.state_proj is not None:
             state = _require(obs, "state", 3)
             if state.shape != (B, T, c.state_dim):
@@ -227,7 +265,7 @@ class VLA(nn.Module):
             per_step.append(state_tokens)
         obs_tokens = torch.cat(per_step, dim=2)  # (B, T, tokens per step, D)
         per_step_count = obs_tokens.shape[2]
-        parts = [obs_tokens.flatten(1, 2)]
+        parts = [rearrange(obs_tokens, "b t k d -> b (t k) d")]
         ranks = [torch.arange(1, T + 1, device=device).repeat_interleave(per_step_count)]
         valids = [obs_valid.repeat_interleave(per_step_count, dim=1)]
 
@@ -252,24 +290,22 @@ class VLA(nn.Module):
         text_pad = torch.zeros_like(text_tokens, dtype=torch.bool) if text_is_pad is None else text_is_pad
         return self.text(text_tokens, text_pad), text_pad
 
-    def embed_actions(self, tokens: Tensor, start: int) -> Tensor:
-        """Action-token ids (B, L) at action positions ``start..start+L-1`` -> (B, L, D); position 0 is BOS."""
-        return (
-            self.action_embed(tokens)
-            + self.action_pos[:, start : start + tokens.shape[1]]
-            + self.type_embed[ACTION]
-        )
+    def embed_actions(self, embeddings: Tensor, start: int) -> Tensor:
+        """Head-made action inputs (B, L, D) at action positions ``start..start+L-1`` -> token vectors."""
+        return embeddings + self.action_pos[:, start : start + embeddings.shape[1]] + self.type_embed[ACTION]
 
-    def bos_embedding(self, batch: int) -> Tensor:
-        return (self.bos + self.action_pos[:, :1] + self.type_embed[ACTION]).expand(batch, -1, -1)
+    def action_ranks(self, prefix_rank: Tensor, num_actions: int) -> Tensor:
+        """Ranks (num_actions,) of the action tokens: above every prefix rank; increasing (causal)
+        for a token head, all equal (bidirectional) for a continuous one. Tensor arithmetic only, so
+        export can trace it (no data-dependent Python int)."""
+        first = prefix_rank.max() + 1 if prefix_rank.numel() else prefix_rank.new_zeros(())
+        steps = torch.arange(num_actions, device=prefix_rank.device)
+        return first + (steps if self.action_head.causal else torch.zeros_like(steps))
 
-    @staticmethod
-    def attention_mask(prefix_rank: Tensor, prefix_valid: Tensor, num_actions: int) -> Tensor:
+    def attention_mask(self, prefix_rank: Tensor, prefix_valid: Tensor, num_actions: int) -> Tensor:
         """(B, 1, S, S) boolean mask: query i sees key j iff rank[j] <= rank[i] and j is not padding
         (every token sees itself, so no row is empty)."""
-        first_action_rank = int(prefix_rank.max()) + 1 if len(prefix_rank) else 0
-        action_rank = first_action_rank + torch.arange(num_actions, device=prefix_rank.device)
-        rank = torch.cat([prefix_rank, action_rank])
+        rank = torch.cat([prefix_rank, self.action_ranks(prefix_rank, num_actions)])
         valid = torch.cat([prefix_valid, prefix_valid.new_ones(prefix_valid.shape[0], num_actions)], dim=1)
         S = len(rank)
         allowed = (rank[None, :] <= rank[:, None]).unsqueeze(0) & valid[:, None, :]
@@ -277,64 +313,67 @@ class VLA(nn.Module):
         return allowed.unsqueeze(1)
 
     # -- training ----------------------------------------------------------------------------
-    def hidden_states(self, obs: dict[str, Tensor], action_tokens: Tensor) -> tuple[Tensor, int]:
-        """Final hidden states of the whole sequence (B, P + L, D) and the prefix length P."""
-        B, L = action_tokens.shape
-        if action_tokens.dim() != 2 or not 1 <= L <= self.config.max_action_tokens:
+    def run(self, obs: dict[str, Tensor], action_inputs: Tensor) -> tuple[Tensor, int]:
+        """Final hidden states (B, P + L, D) of the prefix followed by the head's action inputs
+        (B, L, D) (:meth:`heads.*.train_inputs`), and the prefix length P."""
+        L = action_inputs.shape[1]
+        if not 1 <= L <= self.config.max_action_tokens:
             raise ValueError(
-                f"action_tokens has shape {tuple(action_tokens.shape)}; expected (B, L) with "
-                f"1 <= L <= max_action_tokens={self.config.max_action_tokens}"
+                f"{L} action tokens; the model takes 1..max_action_tokens={self.config.max_action_tokens}"
             )
         prefix, rank, valid = self.embed_prefix(obs)
-        actions = torch.cat([self.bos_embedding(B), self.embed_actions(action_tokens[:, :-1], 1)], dim=1)
-        x = torch.cat([prefix, actions], dim=1)
+        x = torch.cat([prefix, self.embed_actions(action_inputs, 0)], dim=1)
         mask = self.attention_mask(rank, valid, L)
         for block in self.blocks:
             x = block(x, mask)
         return self.ln_f(x), prefix.shape[1]
 
-    def forward(self, obs: dict[str, Tensor], action_tokens: Tensor) -> Tensor:
-        """Teacher-forced logits (B, L, V): ``logits[:, i]`` predicts ``action_tokens[:, i]``."""
-        hidden, prefix_len = self.hidden_states(obs, action_tokens)
-        return self.head(hidden[:, prefix_len:])
+    def hidden_states(self, obs: dict[str, Tensor], targets: Tensor) -> tuple[Tensor, int]:
+        """:meth:`run` on the head's training inputs for ``targets`` (token ids or a chunk)."""
+        self._check_targets(targets)
+        return self.run(obs, self.action_head.train_inputs(targets)[0])
 
-    def loss(self, obs: dict[str, Tensor], action_tokens: Tensor, token_mask: Tensor | None = None) -> Tensor:
-        """Mean next-token cross-entropy over the action tokens where ``token_mask`` is True."""
-        logits = self(obs, action_tokens)
-        losses = F.cross_entropy(logits.transpose(1, 2), action_tokens, reduction="none")  # (B, L)
-        if token_mask is None:
-            return losses.mean()
-        weights = token_mask.to(losses.dtype)
-        return (losses * weights).sum() / weights.sum().clamp_min(1.0)
+    def forward(self, obs: dict[str, Tensor], action_tokens: Tensor) -> Tensor:
+        """Token heads: teacher-forced logits (B, L, V), ``logits[:, i]`` predicts ``action_tokens[:, i]``."""
+        if self.config.continuous_actions:
+            raise TypeError(f"forward() gives token logits; the {self.config.action_head!r} head has none")
+        hidden, prefix_len = self.hidden_states(obs, action_tokens)
+        return self.action_head.out(hidden[:, prefix_len:])
+
+    def loss(self, obs: dict[str, Tensor], targets: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The head's training loss: ``targets`` are token ids (B, L) for a token head (``mask``: real
+        tokens), normalized chunks (B, H, A) for a continuous head (``mask`` (B, H): steps to count)."""
+        self._check_targets(targets)
+        inputs, context = self.action_head.train_inputs(targets)
+        hidden, prefix_len = self.run(obs, inputs)
+        return self.action_head.loss(hidden[:, prefix_len:], targets, mask, context)
+
+    def _check_targets(self, targets: Tensor) -> None:
+        c = self.config
+        if c.continuous_actions:
+            expected = f"(B, {c.horizon}, {c.action_dim}) float"
+            ok = targets.dim() == 3 and tuple(targets.shape[1:]) == (c.horizon, c.action_dim)
+        else:
+            expected = f"(B, L) int64 with 1 <= L <= max_action_tokens={c.max_action_tokens}"
+            ok = targets.dim() == 2 and 1 <= targets.shape[1] <= c.max_action_tokens
+        if not ok:
+            raise ValueError(
+                f"action targets have shape {tuple(targets.shape)}; the {c.action_head!r} head expects {expected}"
+            )
 
     # -- inference ---------------------------------------------------------------------------
     @torch.no_grad()
     def generate(
-        self,
-        obs: dict[str, Tensor],
-        num_tokens: int,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        use_cache: bool = True,
-        generator: torch.Generator | None = None,
-        eos_token: int | None = None,
-        pad_token: int | None = None,
-        suppress_tokens: list[int] | None = None,
-        return_logits: bool = False,
-        precision: str = "fp32",
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """Decode ``num_tokens`` action tokens (B, num_tokens); greedy when ``temperature == 0``.
+        self, obs: dict[str, Tensor], options: Any = None, *, precision: str = "fp32", use_cache: bool = True
+    ) -> Tensor:
+        """The head's prediction for ``obs``: token ids (B, L) for a token head (greedy unless
+        ``options`` (:class:`vla.model.decoding.DecodeOptions`) says otherwise), the normalized chunk
+        (B, H, A) for a continuous head. ``precision`` ("fp32", "bf16", or "int8": bf16 prefix and
+        int8 weight-only steps, CPU only) runs a cached low-precision copy of the weights
+        (:mod:`vla.model.inference_weights`). See :mod:`vla.model.decoding`."""
+        from vla.model.decoding import decode
 
-        ``suppress_tokens`` are never produced; once every row has produced ``eos_token`` decoding
-        stops and the rest is ``pad_token``. With ``return_logits`` also returns the (processed)
-        logits of every step (B, num_tokens, V). ``precision`` ("fp32", "bf16", or "int8": bf16
-        prefix and int8 weight-only decode steps, CPU only) runs a cached low-precision copy of the
-        weights (:mod:`vla.model.inference_weights`). See :mod:`vla.model.generation`.
-        """
-        from vla.model.generation import generate
-
-        return generate(self, obs, num_tokens, temperature, top_k, use_cache, generator, eos_token, pad_token,
-                        suppress_tokens, return_logits, precision)  # fmt: skip
+        return decode(self, obs, options, precision=precision, use_cache=use_cache)
 
 
 def _require(obs: dict[str, Tensor], key: str, ndim: int) -> Tensor:

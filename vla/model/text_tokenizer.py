@@ -34,6 +34,14 @@ def split_words(text: str) -> list[str]:
     return _WORD_RE.findall(text.lower())
 
 
+def _head(text: str, words: int) -> str:
+    """``text`` up to the end of its ``words``-th word (all of it if it has fewer)."""
+    for count, match in enumerate(_WORD_RE.finditer(text), 1):
+        if count == words:
+            return text[: match.end()]
+    return text
+
+
 class TextTokenizer:
     """Word vocabulary + byte fallback; see the module docstring for the id layout."""
 
@@ -59,17 +67,28 @@ class TextTokenizer:
         ranked = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
         return cls(ranked[: max_vocab_size - _FIRST_WORD_ID])
 
-    def token_ids(self, text: str) -> list[int]:
-        """The ids of one instruction, BOS first, without padding or truncation."""
+    def token_ids(self, text: str, limit: int | None = None) -> list[int]:
+        """The ids of one instruction, BOS first, without padding; at most ``limit`` of them.
+
+        With ``limit`` only the head of ``text`` is tokenized: each word gives at least one id, so
+        the first ``limit`` words hold the first ``limit`` ids (one more word is kept, so that
+        lower-casing sees the same neighbours), and a long word's bytes are cut. A 15 MB
+        instruction then costs what a short one does, instead of holding a server for seconds.
+        """
+        if limit is not None:
+            text = _head(text, limit + 1)
         ids = [BOS_ID]
         for word in split_words(text):
+            if limit is not None and len(ids) >= limit:
+                break
             if word in self._ids:
                 ids.append(self._ids[word])
             elif self.byte_fallback:
-                ids.extend(_BYTE_OFFSET + b for b in word.encode("utf-8"))
+                room = None if limit is None else limit - len(ids)
+                ids.extend(_BYTE_OFFSET + b for b in word.encode("utf-8")[:room])
             else:
                 ids.append(UNK_ID)
-        return ids
+        return ids if limit is None else ids[:limit]
 
     def encode(self, texts: Sequence[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Instructions -> ``(tokens (B, max_len) long, is_pad (B, max_len) bool)``.
@@ -84,7 +103,7 @@ class TextTokenizer:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"instruction {i} is {type(text).__name__}, not str")
-            ids = self.token_ids(text)[:max_len]
+            ids = self.token_ids(text, limit=max_len)
             tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return tokens, tokens == PAD_ID
 

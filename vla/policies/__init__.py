@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vla.policies.executor import ChunkExecutor
+from vla.policy_spec import PolicySpec
 
-if TYPE_CHECKING:
-    from vla.policies.runtime import Policy, PolicySpec
+if TYPE_CHECKING:  # the runtime imports torch: loaded by load_policy, on first use
+    from vla.policies.runtime import Policy
 
 
 def load_policy(checkpoint: Any, device: str = "auto", **options: Any) -> Policy:

@@ -3,16 +3,19 @@
     vla export checkpoint=<dir> out=<dir> [format=torch.export|torchscript]
 
 The exported program is the whole model side of :meth:`vla.policies.runtime.Policy.predict_chunks`:
-the observation encoder (``VLA.embed_prefix``), the prefill and the KV-cached greedy decoding of the
-action tokens, with the batch dimension dynamic. Its inputs and outputs, positionally::
+the observation encoder (``VLA.embed_prefix``), the prefill and the KV-cached decoding of the action
+head (greedy tokens, one regression pass, or the flow head's Euler steps from its fixed starting
+noise), with the batch dimension dynamic. It is the same decoder as eager inference
+(:mod:`vla.model.decoding`, static form). Its inputs and outputs, positionally::
 
     images       float32 (B, T, N_cam, 3, H, W) in [0, 1]   (uint8 frames / 255, cameras in spec order)
     state        float32 (B, T, D)   normalized with normalization.json (mean/std)
     obs_is_pad   bool    (B, T)      True for padded history steps (T = n_obs_steps, newest last)
     text_tokens  int64   (B, L)      text_tokenizer.json ids, BOS first, PAD=0, L = max_text_len
     text_is_pad  bool    (B, L)
-    -> tokens    int64   (B, num_tokens)   decoded with action_tokenizer.json, un-normalized with
-                                           normalization.json (see vla.model.action_tokenizers)
+    -> tokens    int64   (B, num_tokens)   token heads: decoded with action_tokenizer.json, un-normalized
+                                           with normalization.json (see vla.model.action_tokenizers)
+       or chunk  float32 (B, H, A)         continuous heads: the normalized chunk (un-normalize it)
 
 Beside it the export directory holds the checkpoint's JSON documents (statistics, tokenizers, spec,
 model config) and ``export.json`` (format, program file, input names, number of tokens). Running it
@@ -31,11 +34,17 @@ import shutil
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from vla import checkpoint as ckpt
+from vla.checkpoint_guard import BUNDLE_DIR, check_shapes_fit, confined_file
+from vla.cli_errors import cli_main
+from vla.config_schema import choice, required
 
 MANIFEST = "export.json"
 INPUT_NAMES = ("images", "state", "obs_is_pad", "text_tokens", "text_is_pad")
@@ -46,74 +55,23 @@ class ExportError(RuntimeError):
     """The model could not be exported, or the exported program does not reproduce it."""
 
 
-def prefill_mask(rank: Tensor, valid: Tensor) -> Tensor:
-    """(B, 1, P+1, P+1) mask of the prefix plus BOS: what ``VLA.attention_mask(rank, valid, 1)`` gives,
-    built without reading ``rank.max()`` as a Python int (a data-dependent value export cannot trace).
-    BOS ranks above every prefix token, so it sees all valid prefix keys and no prefix token sees it."""
-    B, P = valid.shape
-    prefix = (rank[None, :] <= rank[:, None])[None] & valid[:, None, :]  # (B, P, P)
-    top = torch.cat([prefix, prefix.new_zeros(B, P, 1)], dim=2)
-    bos_row = torch.cat([valid, valid.new_ones(B, 1)], dim=1)[:, None, :]
-    eye = torch.eye(P + 1, dtype=torch.bool, device=valid.device)
-    return (torch.cat([top, bos_row], dim=1) | eye).unsqueeze(1)
+class ChunkDecoder(nn.Module):
+    """The model side of ``Policy.predict_chunks`` as one module: the very decoder eager inference
+    uses (:func:`vla.model.decoding.decode`), in its static form (no data-dependent control flow),
+    with the decoding options fixed at export time from the checkpoint's action tokenizer."""
 
-
-class GreedyChunkDecoder(nn.Module):
-    """``VLA.generate(obs, num_tokens, temperature=0, use_cache=True, ...)`` as a static-shape graph.
-
-    Mirrors :class:`vla.model.generation._CachedDecoder` with two export-friendly differences: the
-    prefix-padding mask is always applied (never skipped after a data-dependent test) and EOS ends a
-    row by masking instead of breaking the loop, so every call runs ``num_tokens`` steps.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        num_tokens: int,
-        suppress_tokens: Sequence[int] | None = None,
-        eos_token: int | None = None,
-        pad_token: int | None = None,
-    ) -> None:
+    def __init__(self, model: nn.Module, options: dict[str, Any]) -> None:
         super().__init__()
         self.model = model.eval()
-        self.num_tokens = int(num_tokens)
-        self.eos_token = eos_token
-        self.fill = pad_token if pad_token is not None else (eos_token if eos_token is not None else 0)
-        self.register_buffer(
-            "suppress", torch.tensor(sorted(set(suppress_tokens or ())), dtype=torch.long), persistent=False
-        )
+        self.options = dict(options)
 
     def forward(
         self, images: Tensor, state: Tensor, obs_is_pad: Tensor, text_tokens: Tensor, text_is_pad: Tensor
     ) -> Tensor:
-        model, config = self.model, self.model.config
+        from vla.model.decoding import DecodeOptions, decode
+
         obs = dict(zip(INPUT_NAMES, (images, state, obs_is_pad, text_tokens, text_is_pad), strict=True))
-        prefix, rank, valid = model.embed_prefix(obs)
-        B, P, _ = prefix.shape
-        # One buffer per layer (not views of one tensor): the exported graph writes them in place.
-        caches = [prefix.new_zeros(B, P + self.num_tokens, 2 * config.n_embd) for _ in range(config.n_layer)]
-        x = torch.cat([prefix, model.bos_embedding(B)], dim=1)
-        mask = prefill_mask(rank, valid)
-        for block, cache in zip(model.blocks, caches, strict=True):
-            x = block(x, mask, cache, 0)
-        key_mask = torch.cat([valid, valid.new_ones(B, self.num_tokens)], dim=1)[:, None, None, :]
-        logits = model.head(model.ln_f(x[:, -1]))
-        done = torch.zeros(B, dtype=torch.bool, device=prefix.device)
-        tokens: list[Tensor] = []
-        for i in range(self.num_tokens):
-            if i:
-                x = model.embed_actions(tokens[-1][:, None], i)
-                for block, cache in zip(model.blocks, caches, strict=True):
-                    x = block(x, key_mask[..., : P + i + 1], cache, P + i)
-                logits = model.head(model.ln_f(x[:, -1]))
-            if self.suppress.numel():
-                logits = logits.index_fill(1, self.suppress, float("-inf"))
-            chosen = logits.argmax(dim=-1)
-            if self.eos_token is not None:
-                chosen = torch.where(done, torch.full_like(chosen, self.fill), chosen)
-                done = done | (chosen == self.eos_token)
-            tokens.append(chosen)
-        return torch.stack(tokens, dim=1)
+        return decode(self.model, obs, DecodeOptions(**self.options, static=True))
 
 
 def _save_torch_export(decoder: nn.Module, example: tuple[Tensor, ...], path: Path) -> None:
@@ -171,24 +129,18 @@ def export_policy(
     """Export the checkpoint's chunk prediction (CPU, float32, dynamic batch) into ``out_dir``.
 
     The exported program is run once against the eager model on random inputs of another batch
-    size; any difference in the predicted tokens raises :class:`ExportError`. Returns ``out_dir``.
+    size; any difference in the predicted tokens (or, for a continuous head, an action differing by
+    more than 1e-4) raises :class:`ExportError`. Returns ``out_dir``.
     """
     from vla.policies.runtime import load_policy
-    from vla.train import checkpoint as ckpt
 
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of {sorted(FORMATS)}")
     source = ckpt.resolve_checkpoint(checkpoint_dir)
     policy = load_policy(source, device="cpu")
     options = policy.action_tokenizer.generation_options()
-    num_tokens = int(options.pop("num_tokens"))
-    decoder = GreedyChunkDecoder(
-        policy.model,
-        num_tokens,
-        options.get("suppress_tokens"),
-        options.get("eos_token"),
-        options.get("pad_token"),
-    )
+    num_tokens = int(options["num_tokens"])
+    decoder = ChunkDecoder(policy.model, options)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     filename, save, load = FORMATS[format]
@@ -199,12 +151,19 @@ def export_policy(
         raise ExportError(f"cannot export {source} as {format}: {type(exc).__name__}: {exc}") from exc
     check = example_inputs(policy.model.config, batch=3, seed=1)
     with torch.no_grad():
-        expected = policy.model.generate(dict(zip(INPUT_NAMES, check, strict=True)), num_tokens, **options)
+        expected = policy.model.generate(dict(zip(INPUT_NAMES, check, strict=True)), options)
         got = load(out / filename)(*check)
-    if not torch.equal(got, expected):
-        raise ExportError(f"the {format} program of {source} predicts other tokens than the eager model")
+    same = (
+        torch.equal(got, expected)
+        if not expected.is_floating_point()
+        else torch.allclose(got, expected, atol=1e-4)
+    )
+    if not same:
+        raise ExportError(f"the {format} program of {source} predicts other actions than the eager model")
     for filename_json in ckpt.JSON_FILES.values():
         shutil.copyfile(source / filename_json, out / filename_json)
+    if (source / BUNDLE_DIR).is_dir():  # encoder files config.json names, inside the export too
+        shutil.copytree(source / BUNDLE_DIR, out / BUNDLE_DIR, dirs_exist_ok=True)
     manifest = {
         "version": EXPORT_VERSION, "format": format, "program": filename, "inputs": list(INPUT_NAMES),
         "outputs": ["tokens"], "num_tokens": num_tokens, "dynamic_batch": True, "device": "cpu",
@@ -223,20 +182,36 @@ class ExportedModel:
     def eval(self) -> ExportedModel:
         return self
 
-    def generate(self, obs: dict[str, Tensor], num_tokens: int, **_: Any) -> Tensor:
-        """Greedy tokens; the decoding options were fixed at export time from the same tokenizer."""
-        if num_tokens != self.num_tokens:
-            raise ValueError(
-                f"the exported program decodes {self.num_tokens} tokens, {num_tokens} were asked"
-            )
+    def generate(self, obs: dict[str, Tensor], options: Any = None, **_: Any) -> Tensor:
+        """The program's prediction; the decoding options were fixed at export time from the same
+        tokenizer, so asking for another number of tokens is an error."""
+        asked = (
+            (options or {}).get("num_tokens", self.num_tokens)
+            if isinstance(options, dict)
+            else self.num_tokens
+        )
+        if asked != self.num_tokens:
+            raise ValueError(f"the exported program decodes {self.num_tokens} tokens, {asked} were asked")
         return self.program(*(obs[name] for name in INPUT_NAMES))
+
+
+def _check_program_fits(program: Any, config: Any, what: str, source: str) -> None:
+    """The model config's sizes (``max_text_len`` sizes every text batch) must be the program's own."""
+    from vla.model.model import VLA
+
+    prefix = "model."  # the decoder module holds the model under this name
+    shapes = {
+        name[len(prefix) :]: tuple(tensor.shape)
+        for name, tensor in program.state_dict().items()
+        if name.startswith(prefix)
+    }
+    check_shapes_fit(lambda: VLA(config), shapes, config, what, source)
 
 
 def load_exported_policy(export_dir: str | os.PathLike[str], **policy_options: Any) -> Any:
     """An exported directory as a CPU :class:`~vla.policies.runtime.Policy` (``policy_options``:
     ``replan_every``, ``temporal_ensemble``, ``max_age_s``)."""
     from vla.policies.runtime import Policy, read_policy_documents
-    from vla.train import checkpoint as ckpt
 
     path = Path(export_dir)
     manifest = ckpt.read_json(path / MANIFEST)
@@ -246,10 +221,12 @@ def load_exported_policy(export_dir: str | os.PathLike[str], **policy_options: A
             f"is not one this vla reads (formats {sorted(FORMATS)}, version {EXPORT_VERSION})"
         )
     parts = read_policy_documents(path, f"export {path}")
-    program_path = path / str(manifest["program"])
+    # The program is loaded and run: it must be the export's own file, never one named elsewhere.
+    program_path = confined_file(path, str(manifest.get("program")), f"{path / MANIFEST}: field 'program'")
     if not program_path.is_file():
         raise ckpt.CheckpointError(f"export {path} is incomplete: {manifest['program']} is missing")
     program = FORMATS[manifest["format"]][2](program_path)
+    _check_program_fits(program, parts.model_config, f"export {path}", program_path.name)
     model = ExportedModel(program, parts.model_config, int(manifest["num_tokens"]))
     return Policy(model, parts.spec, parts.normalizer, parts.action_tokenizer, parts.text_tokenizer,
                   device=torch.device("cpu"), **policy_options)  # fmt: skip
@@ -260,17 +237,22 @@ def is_export_dir(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@dataclass
+class ExportCommand:
+    """``vla export``'s keys (Hydra's override grammar, checked by :mod:`vla.config`)."""
+
+    checkpoint: str = required("<dir>")
+    out: str = required("<dir>")
+    format: str = choice("torch.export", FORMATS)
+
+
+@cli_main("export")
+def main(argv: Sequence[str]) -> int:
     """``vla export checkpoint=<dir> out=<dir> [format=torch.export|torchscript]``."""
-    options: dict[str, str] = {}
-    for arg in argv or []:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in {"checkpoint", "out", "format"}:
-            raise SystemExit(f"vla export: bad argument {arg!r}; expected checkpoint=, out=, format=")
-        options[key] = value
-    if "checkpoint" not in options or "out" not in options:
-        raise SystemExit(f"usage: vla export checkpoint=<dir> out=<dir> [format={'|'.join(FORMATS)}]")
-    out = export_policy(options["checkpoint"], options["out"], format=options.get("format", "torch.export"))
+    from vla.config import compose_command
+
+    cfg = compose_command("export", argv, ExportCommand)
+    out = export_policy(cfg.checkpoint, cfg.out, format=cfg.format)
     print(f"vla export: wrote {out} (checked against the eager model)", file=sys.stderr)
     print(json.dumps(json.loads((out / MANIFEST).read_text()), indent=2))
     return 0

@@ -9,16 +9,15 @@ normalization statistics, tokenizers, spec) and returns a :class:`Policy`:
   :class:`~vla.policies.executor.ChunkExecutor`, keeping the last ``n_obs_steps`` observations.
 
 Observations are normalized with the checkpoint's statistics and actions un-normalized with them,
-always; inputs are checked at the boundary (:mod:`vla.policies.checks`).
+always; inputs are checked at the boundary (:mod:`vla.policy_spec`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,44 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from vla import checkpoint as ckpt
+from vla.checkpoint_guard import check_weights_fit
+from vla.devices import resolve_device
 from vla.features import ACTION_KEY, INSTRUCTION_KEY, STATE_KEY
+from vla.inputs import encode_text, model_state, to_model_inputs
 from vla.model.inference_weights import PRECISIONS, check_precision
 from vla.normalization import Normalizer
-from vla.policies.checks import TIMESTAMP_KEY, ObservationError, check_batch, check_observation_features
 from vla.policies.executor import ChunkExecutor
-from vla.train import checkpoint as ckpt
-from vla.train.batching import encode_text, to_model_inputs
-from vla.train.run import resolve_device
-
-
-@dataclass(frozen=True)
-class PolicySpec:
-    """What a policy consumes and produces (saved as ``policy.json`` in the checkpoint)."""
-
-    camera_keys: tuple[str, ...]
-    image_shape: tuple[int, int, int]  # (H, W, 3), uint8
-    state_dim: int
-    action_dim: int
-    n_obs_steps: int
-    chunk_size: int
-    fps: float | None = None
-    state_names: tuple[str, ...] | None = None
-    action_names: tuple[str, ...] | None = None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PolicySpec:
-        """From ``policy.json`` (extra keys such as ``features`` are ignored)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
-        for key in ("camera_keys", "image_shape", "state_names", "action_names"):
-            if values.get(key) is not None:
-                values[key] = tuple(values[key])
-        return cls(**values)
-
-    def check_features(self, features: Mapping[str, Any]) -> None:
-        """Raise :class:`~vla.policies.checks.FeatureMismatchError` if a source's per-frame shapes
-        (``{feature: shape}``, e.g. from an environment) do not fit this policy."""
-        check_observation_features(features, self.camera_keys, self.image_shape, self.state_dim)
+from vla.policy_spec import TIMESTAMP_KEY, ObservationError, PolicySpec, check_batch
 
 
 class Policy:
@@ -112,7 +82,7 @@ class Policy:
         )
         arrays, obs_is_pad = _fit_history(arrays, self.spec.n_obs_steps)
         images = np.stack([arrays[k] for k in self.spec.camera_keys], axis=2)  # (B, T, N, H, W, 3)
-        state = self.normalizer.normalize(STATE_KEY, arrays[STATE_KEY]).astype(np.float32)
+        state = model_state(self.normalizer, arrays[STATE_KEY], self.spec.state_indices)
         prepared = {
             "images": torch.from_numpy(np.ascontiguousarray(images)),
             "state": torch.from_numpy(state),
@@ -120,13 +90,10 @@ class Policy:
             **encode_text(self.text_tokenizer, instructions, self.model.config.max_text_len),
         }
         obs = to_model_inputs(prepared, self.device)
-        options = self.action_tokenizer.generation_options()
-        num_tokens = options.pop("num_tokens")
+        options = self.action_tokenizer.generation_options()  # greedy / deterministic
         with _autocast(self.device, self.precision):
-            tokens = self.model.generate(
-                obs, num_tokens, temperature=0.0, use_cache=True, precision=self.precision, **options
-            )
-        normalized, report = self.action_tokenizer.decode(tokens.cpu())
+            predicted = self.model.generate(obs, options, precision=self.precision)
+        normalized, report = self.action_tokenizer.decode(predicted.cpu())
         self.decode_errors += int(report.repaired) + len(report.rejected)
         actions = self.normalizer.unnormalize(ACTION_KEY, normalized.astype(np.float32))
         return np.asarray(actions, dtype=np.float32)
@@ -237,16 +204,19 @@ class PolicyDocuments:
     text_tokenizer: Any
 
 
-def read_policy_documents(path: Path, what: str) -> PolicyDocuments:
+def read_policy_documents(
+    path: Path, what: str, trusted_files: Sequence[str | os.PathLike[str]] = ()
+) -> PolicyDocuments:
     """Parse the spec, model config, statistics and tokenizers stored in ``path``.
 
-    ``what`` names the source in errors ("checkpoint <dir>", "export <dir>").
+    ``what`` names the source in errors ("checkpoint <dir>", "export <dir>"). Files the model config
+    names must lie inside ``path`` or be among ``trusted_files`` (:func:`vla.checkpoint.load_documents`).
     """
     from vla.model.action_tokenizers import action_tokenizer_from_state_dict
     from vla.model.model import VLAConfig
     from vla.model.text_tokenizer import TextTokenizer
 
-    documents = ckpt.load_documents(path)
+    documents = ckpt.load_documents(path, tuple(trusted_files))
     try:
         return PolicyDocuments(
             spec=PolicySpec.from_dict(documents["policy"]),
@@ -268,6 +238,7 @@ def load_policy(
     max_age_s: float | None = None,
     use_ema: bool = True,
     precision: str = "auto",
+    trusted_files: Sequence[str | os.PathLike[str]] = (),
 ) -> Policy:
     """Load a checkpoint (or a run directory: its latest checkpoint) as a :class:`Policy`.
 
@@ -277,12 +248,15 @@ def load_policy(
     ``precision`` picks the inference weights: ``auto`` (fp32; bf16 autocast on CUDA), ``fp32``,
     ``bf16``, or ``int8`` (CPU: bf16 prefix, int8 weight-only decode steps; see
     :mod:`vla.model.inference_weights` and the README's model benchmark for speed and agreement).
+    ``trusted_files``: files outside the checkpoint its config may name (given explicitly by the
+    user); anything else a checkpoint names outside itself, or sizes its weights do not have, raise
+    :class:`~vla.checkpoint.CheckpointError` before any model is built.
     """
     from vla.model.model import VLA
 
     path = ckpt.resolve_checkpoint(checkpoint_dir)
     ckpt.check_complete(path)
-    parts = read_policy_documents(path, f"checkpoint {path}")
+    parts = read_policy_documents(path, f"checkpoint {path}", trusted_files)
     spec, model_config, normalizer = parts.spec, parts.model_config, parts.normalizer
     action_tokenizer, text_tokenizer = parts.action_tokenizer, parts.text_tokenizer
     for key, dim in ((STATE_KEY, spec.state_dim), (ACTION_KEY, spec.action_dim)):
@@ -291,8 +265,10 @@ def load_policy(
                 f"checkpoint {path}: statistics of {key!r} have {normalizer.dim(key)} dims, spec says {dim}"
             )
     torch_device = resolve_device(device)
+    weights = path / (ckpt.EMA_FILE if use_ema else ckpt.MODEL_FILE)
+    check_weights_fit(lambda: VLA(model_config), weights, model_config, f"checkpoint {path}")
     model = VLA(model_config)
-    ckpt.load_weights(model, path / (ckpt.EMA_FILE if use_ema else ckpt.MODEL_FILE))
+    ckpt.load_weights(model, weights)
     model.to(torch_device)
     return Policy(
         model, spec, normalizer, action_tokenizer, text_tokenizer, device=torch_device,

@@ -1,8 +1,9 @@
 """The ``train:`` settings of a run, with defaults for every key.
 
-They come from the policy file's ``train:`` section, overridden by a top-level ``train:`` section
-(what ``vla train ... train.steps=200`` writes). Unknown keys are an error so a typo never trains
-silently with a default.
+They come from the policy file's ``train:`` section, which is the run's top-level ``train`` (what
+``vla train ... train.steps=200`` overrides, see :mod:`vla.config`). Unknown keys are an error so a
+typo never trains silently with a default. The model's ``horizon`` and ``n_obs_steps`` are set in
+the policy's ``model:`` section only (``policy.model.horizon=...``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     ema_decay: float = 0.999  # 0 disables EMA (the raw weights are then also the "EMA")
-    n_obs_steps: int | None = None  # None: the model config's
-    horizon: int | None = None  # None: the model config's
     val_fraction: float = 0.1
     val_batches: int = 8
     seed: int = 0
@@ -43,6 +42,11 @@ class TrainConfig:
     tokenizer_fit_windows: int = 4096  # action windows used to fit the action tokenizer
     progress: bool = True  # tqdm bar on rank 0
     augment_shift: int = 0  # random image shift in pixels (vla.train.augment); 0 disables
+    in_memory: bool = False  # load the store's frames into RAM once (stores that fit), read no storage chunks
+    # Sample order (vla.data.loader.SAMPLE_ORDERS): "chunks" keeps storage locality (neighbouring frames
+    # share decoded storage chunks: fast reads of large stores); "uniform" draws every batch from the
+    # whole training set (more diverse batches; pair it with in_memory).
+    order: str = "chunks"
 
     @classmethod
     def from_sections(cls, *sections: Mapping[str, Any] | None) -> tuple[TrainConfig, list[str]]:
@@ -70,6 +74,10 @@ class TrainConfig:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"train.val_fraction must be in [0, 1), got {self.val_fraction}")
+        from vla.data.loader import SAMPLE_ORDERS  # the loader owns the orders (imports torch: lazily)
+
+        if self.order not in SAMPLE_ORDERS:
+            raise ValueError(f"train.order must be one of {list(SAMPLE_ORDERS)}, got {self.order!r}")
         if self.warmup_steps < 0 or self.num_workers < 0 or self.eval_every < 0:
             raise ValueError("train.warmup_steps, train.num_workers and train.eval_every must be >= 0")
 

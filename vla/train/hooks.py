@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -37,17 +36,14 @@ class MetricsLog:
         self.jsonl.close()
 
 
-def find_evaluator() -> Callable[..., Any] | None:
-    """``vla.evaluation.evaluate_checkpoint`` when the evaluation package is importable, else None."""
-    try:
-        module = importlib.import_module("vla.evaluation")
-    except ImportError:
-        return None
-    return getattr(module, "evaluate_checkpoint", None)
+# ``evaluator(checkpoint, env_config, episodes_per_task=, out_dir=, progress=)`` -> a report with
+# ``overall`` rows (``phrasing``, ``success_rate``): vla.evaluation.evaluate_checkpoint, which the
+# `vla train` command hands to the loop (training itself never imports the evaluation package).
+Evaluator = Callable[..., Any]
 
 
 def evaluate_in_simulation(
-    evaluator: Callable[..., Any], checkpoint: Path, env_cfg: Any, episodes: int, out_dir: Path
+    evaluator: Evaluator, checkpoint: Path, env_cfg: Any, episodes: int, out_dir: Path
 ) -> dict[str, float]:
     """Roll the checkpoint out in the run's env; return ``eval/success_<phrasing>`` scalars.
 

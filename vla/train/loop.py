@@ -20,19 +20,22 @@ import torch
 from omegaconf import DictConfig
 from torch.nn.parallel import DistributedDataParallel
 
+from vla import checkpoint as ckpt
+from vla.devices import resolve_device
+from vla.inputs import to_model_inputs
 from vla.progress import progress_bar
-from vla.train import checkpoint as ckpt
 from vla.train.augment import random_shift
-from vla.train.batching import to_model_inputs
 from vla.train.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
 from vla.train.ema import EMA
-from vla.train.hooks import MetricsLog, evaluate_in_simulation, find_evaluator
+from vla.train.hooks import Evaluator, MetricsLog, evaluate_in_simulation
 from vla.train.optim import build_optimizer, lr_at, set_lr
-from vla.train.run import RunData, prepare_run, resolve_device, run_directory, seed_everything
+from vla.train.run import RunData, prepare_run, run_directory, seed_everything
 
 log = logging.getLogger(__name__)
 
-# Called after every step with (step number just completed, loss); tests use it to interrupt a run.
+# Called after every step with (step number just completed, this process's loss at that step); tests
+# use it to follow or interrupt a run. It only observes: logging and the loss all-reduce keep their
+# own cadence (train.log_every) whether or not a callback is set.
 StepCallback = Callable[[int, float], None]
 
 
@@ -54,7 +57,7 @@ class LossModule(torch.nn.Module):
         self.model = model
 
     def forward(self, obs: dict[str, torch.Tensor], tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.model.loss(obs, tokens, token_mask=mask)
+        return self.model.loss(obs, tokens, mask)
 
 
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
@@ -76,30 +79,40 @@ def validation_loss(
             break
         obs = to_model_inputs(batch, device)
         with _autocast(device, amp):
-            loss = model.loss(
-                obs, batch["action_tokens"].to(device), token_mask=batch["token_mask"].to(device)
-            )
+            loss = model.loss(obs, batch["action_tokens"].to(device), batch["token_mask"].to(device))
         total += float(loss) * len(batch["action_tokens"])
         count += len(batch["action_tokens"])
     model.train(was_training)
     return total / max(count, 1)
 
 
-def train(cfg: DictConfig, *, on_step: StepCallback | None = None) -> TrainResult:
-    """Train as ``cfg`` says (see :mod:`vla.train.cli`)."""
+def train(
+    cfg: DictConfig, *, evaluator: Evaluator | None = None, on_step: StepCallback | None = None
+) -> TrainResult:
+    """Train as ``cfg`` says (see :mod:`vla.train.cli`).
+
+    ``evaluator`` rolls a saved checkpoint out in simulation every ``train.eval_every`` steps (``vla
+    train`` passes :func:`vla.evaluation.evaluate_checkpoint`); without one, ``eval_every`` is
+    ignored with a warning. ``on_step`` observes every step (:data:`StepCallback`).
+    """
     device = resolve_device(str(cfg.get("device", "auto")))
     dist_info = init_distributed(device.type)
     if device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
     try:
         run_dir = run_directory(cfg, dist_info)
-        return _train(cfg, run_dir, device, dist_info, on_step)
+        return _train(cfg, run_dir, device, dist_info, evaluator, on_step)
     finally:
         shutdown(dist_info)
 
 
 def _train(
-    cfg: DictConfig, run_dir: Path, device: torch.device, dist_info: DistInfo, on_step: StepCallback | None
+    cfg: DictConfig,
+    run_dir: Path,
+    device: torch.device,
+    dist_info: DistInfo,
+    evaluator: Evaluator | None,
+    on_step: StepCallback | None,
 ) -> TrainResult:
     data: RunData = prepare_run(cfg, run_dir, dist_info, device)
     tc = data.train_config
@@ -124,9 +137,11 @@ def _train(
     if step >= tc.steps and dist_info.is_main:
         log.info("%s is already at step %d of train.steps=%d; nothing to do", run_dir, step, tc.steps)
     metrics = MetricsLog(run_dir) if dist_info.is_main else None
-    evaluator = find_evaluator() if tc.eval_every and dist_info.is_main else None
     if tc.eval_every and dist_info.is_main and evaluator is None:
-        log.warning("train.eval_every is set but vla.evaluation.evaluate_checkpoint is unavailable; skipping")
+        log.warning(
+            "train.eval_every is set but train() was given no evaluator; skipping simulation evaluation"
+        )
+    evaluate_every = tc.eval_every if evaluator is not None and dist_info.is_main else 0
     progress = _progress_bar(tc, step, dist_info)
     global_batch = tc.batch_size * dist_info.world_size
     window_start, window_steps = time.perf_counter(), 0
@@ -161,14 +176,14 @@ def _train(
             step += 1
             window_steps += 1
             scalars: dict[str, float] = {}
-            if step % tc.log_every == 0 or step == tc.steps or on_step is not None:
+            if step % tc.log_every == 0 or step == tc.steps:
                 loss_value = float(all_reduce_mean(loss.detach().float(), dist_info))
                 elapsed = time.perf_counter() - window_start
                 scalars = {"train/loss": loss_value, "train/lr": lr, "train/grad_norm": float(grad_norm),
                            "train/samples_per_s": window_steps * global_batch / max(elapsed, 1e-9)}  # fmt: skip
                 window_start, window_steps = time.perf_counter(), 0
-                if on_step is not None:
-                    on_step(step, loss_value)
+            if on_step is not None:
+                on_step(step, float(loss.detach()))  # this process's loss: no all-reduce, no extra logging
             if dist_info.is_main:
                 if data.has_validation and (step % tc.val_every == 0 or step == tc.steps):
                     scalars["val/loss"] = validation_loss(
@@ -177,7 +192,7 @@ def _train(
                 saved = None
                 if step % tc.save_every == 0 or step == tc.steps:
                     saved = save(step)
-                if evaluator is not None and step % tc.eval_every == 0:
+                if evaluate_every and step % evaluate_every == 0:
                     saved = saved or save(step)
                     scalars.update(
                         evaluate_in_simulation(

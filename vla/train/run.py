@@ -19,13 +19,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from vla.features import ACTION_KEY, STATE_KEY, camera_name
+from vla import checkpoint as ckpt
+from vla.data.loader import StepBatchSampler, make_dataloader
+from vla.features import ACTION_KEY, STATE_KEY, camera_name, kept_state_indices
+from vla.inputs import Collator
 from vla.normalization import Normalizer
-from vla.train import checkpoint as ckpt
-from vla.train.batching import Collator
 from vla.train.config import TrainConfig
 from vla.train.distributed import DistInfo
-from vla.train.sampler import StepBatchSampler
 from vla.train.setup import (
     DataFeatures,
     action_windows,
@@ -40,25 +40,11 @@ from vla.train.setup import (
 log = logging.getLogger(__name__)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (CPU and CUDA)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader worker seeding: derive numpy/python seeds from the torch seed the loader assigned."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 def run_directory(cfg: DictConfig, dist_info: DistInfo) -> Path:
@@ -105,16 +91,57 @@ def _plain(node: Any) -> dict[str, Any]:
     return dict(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
 
 
-def _tokenizer_choice(value: Any) -> tuple[str, dict[str, Any]]:
-    """``action_tokenizer: binning`` or ``action_tokenizer: {name: fast, scale: 10, ...}``."""
-    if isinstance(value, str):
-        return value, {}
-    options = _plain(value)
-    return str(options.pop("name", "binning")), options
+def action_head_and_tokenizer(
+    model_section: dict[str, Any], tokenizer_value: Any
+) -> tuple[str, str, dict[str, Any]]:
+    """``(action head, action tokenizer name, its options)`` from a policy config.
+
+    The head (``model.action_head``) decides the tokenizer (``ar_bins``: binning, ``ar_fast``: FAST,
+    ``flow`` / ``l1``: the continuous codec). ``action_tokenizer`` holds options per tokenizer
+    (``{fast: {scale: 10, bpe_vocab_size: 1024}}``: only the chosen head's tokenizer reads its
+    entry, so switching heads on the command line needs no other change); the older forms, a name
+    (``binning``) or ``{name: fast, ...}``, still work and pick the matching token head when
+    ``model.action_head`` is unset. A contradiction is an error naming both.
+    """
+    from vla.model.action_tokenizers import ACTION_TOKENIZERS
+    from vla.model.heads import TOKENIZER_OF_HEAD
+
+    named: str | None = None
+    per_tokenizer: dict[str, Any] = {}
+    if isinstance(tokenizer_value, str):
+        named = tokenizer_value
+    elif tokenizer_value is not None:
+        options = _plain(tokenizer_value)
+        if "name" in options:
+            named = str(options.pop("name"))
+            per_tokenizer = {named: options}
+        else:
+            per_tokenizer = options
+    unknown = sorted(set(per_tokenizer) - set(ACTION_TOKENIZERS))
+    if unknown:
+        raise ValueError(
+            f"action_tokenizer options for unknown tokenizers {unknown}; known: {sorted(ACTION_TOKENIZERS)}"
+        )
+    head = model_section.get("action_head")
+    if head is None:
+        head = {tok: h for h, tok in TOKENIZER_OF_HEAD.items() if h.startswith("ar_")}.get(named or "binning")
+        if head is None:
+            raise ValueError(
+                f"action_tokenizer {named!r} has no token head; set the policy's model.action_head"
+            )
+    if head not in TOKENIZER_OF_HEAD:
+        raise ValueError(f"unknown action_head {head!r}; choose one of {sorted(TOKENIZER_OF_HEAD)}")
+    wanted = TOKENIZER_OF_HEAD[head]
+    if named is not None and named != wanted:
+        raise ValueError(
+            f"policy model.action_head={head!r} uses the {wanted!r} action tokenizer, not {named!r}"
+        )
+    return head, wanted, _plain(per_tokenizer.get(wanted))
 
 
 def _train_sections(cfg: DictConfig) -> tuple[TrainConfig, list[str]]:
-    return TrainConfig.from_sections(_plain(cfg.get("policy", {}).get("train")), _plain(cfg.get("train")))
+    # vla.config puts the policy file's train: section at the top level, under the command line's.
+    return TrainConfig.from_sections(_plain(cfg.get("train")))
 
 
 def _fresh_documents(
@@ -129,19 +156,22 @@ def _fresh_documents(
     model_section = _plain(policy.get("model"))
     normalizer = build_normalizer(stats)
     defaults = VLAConfig()
-    horizon = tc.horizon or model_section.get("horizon") or defaults.horizon
+    horizon = model_section.get("horizon") or defaults.horizon
     # One read of the whole (small) action column beats one read per episode on large stores.
-    all_actions = np.asarray(store.array(f"data/{ACTION_KEY}")[: store.num_frames])
+    all_actions = store.read_rows(ACTION_KEY)  # checked: a missing chunk is an error, never zeros
     ends = store.episode_ends()
     actions = [all_actions[(ends[e - 1] if e else 0) : ends[e]] for e in train_eps]
     chunks = action_windows(actions, int(horizon), tc.tokenizer_fit_windows, tc.seed)
-    tokenizer_name, tokenizer_options = _tokenizer_choice(policy.get("action_tokenizer", "binning"))
+    head, tokenizer_name, tokenizer_options = action_head_and_tokenizer(
+        model_section, policy.get("action_tokenizer")
+    )
+    model_section["action_head"] = head
     action_tokenizer = make_action_tokenizer(tokenizer_name, **tokenizer_options)
     action_tokenizer.fit(normalizer.normalize(ACTION_KEY, chunks))
     metas = store.episodes_meta()
     text_tokenizer = TextTokenizer.build([metas[e].instruction for e in train_eps])
     model_cfg = model_config_dict(
-        model_section, features, tc, text_tokenizer.vocab_size, action_tokenizer.vocab_size,
+        model_section, features, text_tokenizer.vocab_size, action_tokenizer.vocab_size,
         action_tokenizer.max_tokens, dataclass_fields(VLAConfig),
     )  # fmt: skip
     model_cfg = VLAConfig.from_dict(model_cfg).to_dict()
@@ -150,7 +180,7 @@ def _fresh_documents(
             "run": OmegaConf.to_container(cfg, resolve=True),
             "model": model_cfg,
             "train": tc.to_dict(),
-            # The chunk-aware order interleaves one stream per worker; a resumed run keeps this
+            # The storage-locality order interleaves one stream per worker; a resumed run keeps this
             # number even with another train.num_workers, so its data order stays the same.
             "order_streams": tc.num_workers,
         },
@@ -163,6 +193,7 @@ def _fresh_documents(
             "state_dim": features.state_dim,
             "action_dim": features.action_dim,
             "state_names": features.state_names,
+            "state_indices": kept_state_indices(features.state_names, model_cfg.get("state_exclude") or ()),
             "action_names": features.action_names,
             "n_obs_steps": model_cfg["n_obs_steps"],
             "chunk_size": model_cfg["horizon"],
@@ -210,63 +241,43 @@ def prepare_run(cfg: DictConfig, run_dir: Path, dist_info: DistInfo, device: tor
         n_obs_steps=model_cfg.n_obs_steps, horizon=model_cfg.horizon,
         observation_keys=[*features.camera_keys, STATE_KEY], action_key=ACTION_KEY,
     )  # fmt: skip
+    state_indices = documents["policy"].get("state_indices")
     collator = Collator(
-        features.camera_keys, normalizer, text_tokenizer, model_cfg.max_text_len, action_tokenizer
+        features.camera_keys,
+        normalizer,
+        text_tokenizer,
+        model_cfg.max_text_len,
+        action_tokenizer,
+        state_indices,
     )
-    train_set = TrajectoryDataset(store.path, spec, episodes=train_eps)
+    train_set = TrajectoryDataset(store.path, spec, episodes=train_eps, in_memory=tc.in_memory)
     val_set = TrajectoryDataset(store.path, spec, episodes=val_eps) if val_eps else None
     streams = int(documents["config"].get("order_streams", tc.num_workers))
-    order_fn = _order_fn(train_set, tc.batch_size * dist_info.world_size, streams)
+    # Refuses a training set smaller than one global batch before anything starts.
     probe = StepBatchSampler(len(train_set), tc.batch_size, seed=tc.seed, end_step=0,
-                             world_size=dist_info.world_size, order_fn=order_fn)  # fmt: skip
-    loader_options: dict[str, Any] = {
-        "collate_fn": collator,
-        "num_workers": tc.num_workers,
-        "pin_memory": device.type == "cuda",
-        "worker_init_fn": seed_worker,
-    }
-    if tc.num_workers > 0:
-        # zarr runs an event-loop thread; forking a process with live threads can deadlock.
-        loader_options.update(multiprocessing_context="forkserver", prefetch_factor=4)
+                             world_size=dist_info.world_size)  # fmt: skip
 
     def train_loader(start_step: int) -> DataLoader:
-        sampler = StepBatchSampler(
-            len(train_set), tc.batch_size, seed=tc.seed, start_step=start_step, end_step=tc.steps,
-            rank=dist_info.rank, world_size=dist_info.world_size, order_fn=order_fn,
+        return make_dataloader(
+            train_set, tc.batch_size, steps=tc.steps, start_step=start_step, order=tc.order, seed=tc.seed,
+            rank=dist_info.rank, world_size=dist_info.world_size, num_workers=tc.num_workers,
+            order_streams=streams, collate_fn=collator, pin_memory=device.type == "cuda",
         )  # fmt: skip
-        generator = torch.Generator().manual_seed(tc.seed * 1000 + dist_info.rank)
-        return DataLoader(train_set, batch_sampler=sampler, generator=generator, **loader_options)
 
     def val_loader() -> DataLoader:
         assert val_set is not None
         order = np.random.default_rng([tc.seed, 99]).permutation(len(val_set))
         subset = torch.utils.data.Subset(val_set, order[: tc.val_batches * tc.batch_size].tolist())
-        # In-process: a few batches do not pay for starting worker processes at every validation.
-        options = {**loader_options, "num_workers": 0}
-        options.pop("multiprocessing_context", None)
-        options.pop("prefetch_factor", None)
+        # A few fixed batches, in-process: validation does not pay for starting worker processes.
         generator = torch.Generator().manual_seed(tc.seed)
-        return DataLoader(subset, batch_size=tc.batch_size, generator=generator, **options)
+        return DataLoader(subset, batch_size=tc.batch_size, generator=generator, collate_fn=collator,
+                          pin_memory=device.type == "cuda")  # fmt: skip
 
     return RunData(
         train_config=tc, model=model, documents=documents, resume_from=resume_from,
         train_loader=train_loader, val_loader=val_loader, has_validation=val_set is not None and len(val_set) > 0,
         epoch_of=probe.epoch_of,
     )  # fmt: skip
-
-
-def _order_fn(dataset: Any, global_batch: int, num_workers: int) -> Callable[[int, int], np.ndarray]:
-    """The store's chunk-aware order (vla.data.sampler), a pure function of (seed, epoch)."""
-    from vla.data.sampler import ChunkAwareSampler
-
-    sampler = ChunkAwareSampler(dataset, batch_size=global_batch, num_workers=num_workers)
-
-    def order(seed: int, epoch: int) -> np.ndarray:
-        sampler.seed = seed
-        sampler.set_epoch(epoch)
-        return np.fromiter(iter(sampler), dtype=np.int64, count=len(dataset))
-
-    return order
 
 
 def _resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:

@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from vla.features import ACTION_KEY, STATE_KEY, camera_key, camera_name
+from vla.features import ACTION_KEY, STATE_KEY, camera_key, camera_name, kept_state_indices
 from vla.normalization import DEFAULT_MODE_BY_KIND, NormalizationError, Normalizer
-from vla.policies.checks import FeatureMismatchError
-from vla.train.config import TrainConfig
+from vla.policy_spec import FeatureMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +121,6 @@ def action_windows(episode_actions: list[np.ndarray], horizon: int, limit: int, 
 def model_config_dict(
     model_section: Mapping[str, Any],
     features: DataFeatures,
-    train: TrainConfig,
     text_vocab_size: int,
     action_vocab_size: int,
     max_action_tokens: int,
@@ -136,24 +134,22 @@ def model_config_dict(
     height, width, _ = features.image_shape
     if height != width:
         raise FeatureMismatchError(f"the model takes square images; the store's are {height}x{width}")
+    kept = kept_state_indices(features.state_names, list(values.get("state_exclude") or ()))
     derived: dict[str, Any] = {
         "cameras": [camera_name(k) for k in features.camera_keys],
         "image_size": height,
-        "state_dim": features.state_dim,
+        "state_dim": features.state_dim if kept is None else len(kept),
         "action_dim": features.action_dim,
         "text_vocab_size": text_vocab_size,
         "action_vocab_size": action_vocab_size,
         "max_action_tokens": max_action_tokens,
     }
-    if train.n_obs_steps is not None:
-        derived["n_obs_steps"] = train.n_obs_steps
-    if train.horizon is not None:
-        derived["horizon"] = train.horizon
     for key, value in derived.items():
         given = values.get(key)
         if isinstance(given, list | tuple):
             given = list(given)
         if key in ("cameras", "image_size", "state_dim", "action_dim") and given not in (None, value):
+            # state_dim counts the entries the model reads (after state_exclude)
             raise FeatureMismatchError(
                 f"policy model.{key}={given} but the data gives {value} (images are never resized)"
             )

@@ -31,13 +31,6 @@ class DlsIk:
         self._jacp = np.zeros((3, self.model.nv))
         self._jacr = np.zeros((3, self.model.nv))
 
-    def site_pose(self, qpos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Forward kinematics: (position (3,), rotation matrix (3, 3)) of the site for ``qpos``."""
-        d = self._data
-        d.qpos[:] = qpos
-        mujoco.mj_kinematics(self.model, d)
-        return d.site_xpos[self.site].copy(), d.site_xmat[self.site].reshape(3, 3).copy()
-
     def solve(self, qpos: np.ndarray, target_pos: np.ndarray, target_rot: np.ndarray) -> np.ndarray:
         """Arm joint positions (n,) reaching ``target_pos``/``target_rot``, starting from full ``qpos``."""
         d, m = self._data, self.model

@@ -23,7 +23,6 @@ FINGER_MAX = 0.05  # metres each finger travels; the full opening is twice this
 HOME_QPOS = np.array([0.0, 0.15, 0.1, 0.0, -0.25, 0.0])  # gripper pointing down, above the table
 BLOCK_HALF = 0.025
 BUTTON_TRAVEL = 0.012
-DRAWER_TRAVEL = 0.15
 
 # Where objects may be placed: a box in front of the robot, cut to the arm's comfortable reach.
 OBJECT_X = (0.28, 0.58)

@@ -15,11 +15,18 @@ server -> client
   ``{"type": "health", "status": "ok", "spec": {...}, "server": {...}}``
   ``{"type": "error", "id": int | None, "error": "what was wrong"}``
 
-This module imports numpy and msgpack only (it is part of the torch-free client).
+Decoding is bounded whatever the sender does: a message is at most ``max_bytes``; a list or map at
+most :data:`MAX_CONTAINER_ITEMS` entries and a message at most :data:`MAX_CONTAINERS` lists and maps
+(msgpack packs an empty map in one byte, which Python holds in about 64: unbounded, a 16 MiB message
+would decode into a gigabyte); an array's size is computed exactly, never overflowing.
+
+This module imports numpy and msgpack only. It is the one definition of the wire format: the robot-side
+client (this package) and the server (``vla.deploy.server``) both use it.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgpack
@@ -31,6 +38,9 @@ ALLOWED_DTYPES = frozenset(
 )
 ARRAY_MARKER = "__ndarray__"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_CONTAINER_ITEMS = 1024  # entries of one list or map (observations have a handful of keys)
+MAX_CONTAINERS = 256  # lists and maps in one message
+_MAX_NDIM = 32  # numpy's own limit
 
 
 class ProtocolError(ValueError):
@@ -70,9 +80,12 @@ def _decode(obj: dict[Any, Any]) -> Any:
         raise ProtocolError(f"array dtype {dtype!r} is not allowed; use one of {sorted(ALLOWED_DTYPES)}")
     if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
         raise ProtocolError(f"array shape must be a list of non-negative integers, got {shape!r}")
+    if len(shape) > _MAX_NDIM:
+        raise ProtocolError(f"array shape {shape!r:.80} has {len(shape)} dimensions, more than {_MAX_NDIM}")
     if not isinstance(data, bytes):
         raise ProtocolError(f"array bytes must be binary, got {type(data).__name__}")
-    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    # Python integers: numpy's int64 product of an absurd shape wraps around ("needs -2 bytes").
+    expected = math.prod(shape) * np.dtype(dtype).itemsize
     if len(data) != expected:
         raise ProtocolError(
             f"array of dtype {dtype} and shape {shape} needs {expected} bytes, got {len(data)}"
@@ -92,8 +105,21 @@ def unpack(data: bytes | str, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dic
         raise ProtocolError("text frames are not accepted: send msgpack as a binary frame")
     if len(data) > max_bytes:
         raise ProtocolError(f"message of {len(data)} bytes exceeds max_size of {max_bytes} bytes")
+    containers = 0
+
+    def counted(container: Any) -> Any:
+        nonlocal containers
+        containers += 1
+        if containers > MAX_CONTAINERS:
+            raise ProtocolError(f"a message holds at most {MAX_CONTAINERS} lists and maps")
+        return _decode(container) if isinstance(container, dict) else container
+
     try:
-        message = msgpack.unpackb(data, object_hook=_decode, raw=False, strict_map_key=False)
+        message = msgpack.unpackb(
+            data, object_hook=counted, list_hook=counted, raw=False, strict_map_key=False,
+            max_array_len=MAX_CONTAINER_ITEMS, max_map_len=MAX_CONTAINER_ITEMS, max_ext_len=0,
+            max_str_len=max_bytes, max_bin_len=max_bytes,
+        )  # fmt: skip
     except ProtocolError:
         raise
     except Exception as exc:  # msgpack raises several types for corrupt input

@@ -1,14 +1,16 @@
-"""Store samples -> model inputs.
+"""Observations -> model inputs, the same way for training and inference.
 
 Two stages keep the data path fast:
 
-- :class:`Collator` runs in the DataLoader workers: it stacks samples, normalizes state and actions,
-  and tokenizes actions and instructions. Images stay uint8 (4x less to copy and pin).
+- :class:`Collator` runs in the DataLoader workers: it stacks samples, normalizes state and actions
+  (:func:`model_state`), and tokenizes actions and instructions (:func:`encode_text`). Images stay
+  uint8 (4x less to copy and pin).
 - :func:`to_model_inputs` runs in the training process: it moves the batch to the device and only
   there scales images to float in [0, 1] and puts them in the model's (B, T, N_cam, 3, H, W) layout.
 
-The runtime (:mod:`vla.policies.runtime`) uses the same two functions, so training and inference
-prepare observations identically.
+The policy runtime (:mod:`vla.policies.runtime`) prepares its observations with the same
+:func:`model_state`, :func:`encode_text` and :func:`to_model_inputs`, so training and inference
+feed the model identically. This module sits below training and the runtime (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Collator:
     text_tokenizer: Any
     max_text_len: int
     action_tokenizer: Any = None
+    state_indices: Sequence[int] | None = None  # the state entries the model reads (None: all)
 
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         # Samples hold numpy arrays or CPU tensors; np.asarray views either without copying.
@@ -45,7 +48,7 @@ class Collator:
         state = np.stack([np.asarray(s[STATE_KEY]) for s in samples]).astype(np.float32)
         batch = {
             "images": torch.from_numpy(images),
-            "state": torch.from_numpy(self.normalizer.normalize(STATE_KEY, state).astype(np.float32)),
+            "state": torch.from_numpy(model_state(self.normalizer, state, self.state_indices)),
             "obs_is_pad": torch.from_numpy(
                 np.stack([np.asarray(s[OBS_IS_PAD], dtype=bool) for s in samples])
             ),
@@ -56,11 +59,16 @@ class Collator:
         if self.action_tokenizer is not None:
             actions = np.stack([np.asarray(s[ACTION_KEY]) for s in samples]).astype(np.float32)
             normalized = self.normalizer.normalize(ACTION_KEY, actions).astype(np.float32)
-            tokens, mask = self.action_tokenizer.encode(normalized)
-            batch.update(
-                action_tokens=tokens.long(), token_mask=mask.bool(), action=torch.from_numpy(normalized)
-            )
+            # Token ids (B, L) for a token head; the clipped chunk itself (B, H, A) for a continuous one.
+            targets, mask = self.action_tokenizer.encode(normalized)
+            batch.update(action_tokens=targets, token_mask=mask.bool(), action=torch.from_numpy(normalized))
         return batch
+
+
+def model_state(normalizer: Normalizer, state: np.ndarray, indices: Sequence[int] | None) -> np.ndarray:
+    """Raw state (..., D) -> what the model reads: normalized, then the kept entries (float32)."""
+    normalized = normalizer.normalize(STATE_KEY, state).astype(np.float32)
+    return normalized if indices is None else np.ascontiguousarray(normalized[..., list(indices)])
 
 
 def encode_text(text_tokenizer: Any, instructions: list[str], max_len: int) -> dict[str, torch.Tensor]:

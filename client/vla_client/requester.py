@@ -2,8 +2,8 @@
 
 A requester's ``submit(observation, tag)`` returns at once; ``poll()`` hands back a finished
 :class:`ChunkResult` (or None). :class:`ThreadedInference` runs any ``predict`` function in a daemon
-thread: a policy's ``predict_chunk`` in-process, or ``vla.deploy.client.PolicyClient.infer`` for a
-remote server. Standard library and numpy only: the torch-free client builds on it.
+thread: a policy's ``predict_chunk`` in-process (``vla deploy`` without a server), or a round trip
+to a policy server (:class:`~vla_client.remote.RemoteInference`). Standard library and numpy only.
 """
 
 from __future__ import annotations
@@ -28,8 +28,17 @@ class ChunkResult:
     server_timing: dict[str, float] | None = None  # decode/infer/encode ms when a server answered
 
 
+class InferenceLost(RuntimeError):
+    """Inference is gone for good (a policy server that did not come back); the message says why."""
+
+
 class ChunkRequester(Protocol):
-    """Background inference: one request in flight at a time."""
+    """Background inference: one request in flight at a time.
+
+    A requester that can lose its inference (a remote server) may also have ``reconnecting``
+    (bool: results fail for now, requests resume by themselves) and ``failure`` (None, or why
+    inference is gone for good); ``vla deploy``'s ``ChunkPlanner`` reads both.
+    """
 
     def submit(self, observation: Mapping[str, Any], tag: Any) -> bool: ...
 

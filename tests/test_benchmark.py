@@ -1,0 +1,92 @@
+"""`vla benchmark` on a tiny budget: it runs, writes its results table, resumes, and refuses bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from vla.benchmark import main as benchmark_main
+from vla.benchmark import plan
+from vla.data import TrajectoryStore
+
+pytestmark = pytest.mark.slow
+
+# Two tasks, two episodes each, 20 steps, one evaluation seed per task and phrasing set.
+TINY = ["suite=tabletop", "quick=true", "record.tasks=[reach-red,press-blue]", "record.workers=0",
+        "train.num_workers=0", "eval.num_envs=1", "eval.videos=0"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    assert benchmark_main([*TINY, f"out={out}"]) == 0
+    return out
+
+
+def test_results_table_and_json(first_run):
+    results = json.loads((first_run / "results.json").read_text())
+    assert {row["phrasing"] for row in results["overall"]} == {"train", "heldout"}
+    tasks = {row["group"] for row in results["per_task"]}
+    assert tasks == {"reach-red", "press-blue"}
+    for row in results["per_task"]:
+        assert row["episodes"] == 1 and 0.0 <= row["ci_low"] <= row["success_rate"] <= row["ci_high"] <= 1.0
+    assert set(results["seconds"]) == {"record", "train", "eval"} and all(results["seconds"].values())
+    assert results["commands"]["train"].startswith("vla train store=")
+    table = (first_run / "results.md").read_text()
+    assert "| reach-red |" in table and "| press-blue |" in table and "record + train" in table
+    report = json.loads((first_run / "eval" / "report.json").read_text())
+    assert report["protocol"]["env"]["image_size"] == 64  # evaluated on the env the data came from
+    assert all(e["seed"] >= 1_000_000 for e in report["episodes"])  # evaluation seeds only
+
+
+def test_rerun_resumes_without_redoing_work(first_run, capsys):
+    with TrajectoryStore.open(first_run / "data.zarr") as store:
+        episodes = store.num_episodes
+    report_time = os.stat(first_run / "eval" / "report.json").st_mtime
+    state = json.loads((first_run / "benchmark.json").read_text())
+    capsys.readouterr()
+    assert benchmark_main([*TINY, f"out={first_run}"]) == 0
+    printed = capsys.readouterr().out
+    assert "reusing" in printed  # the evaluation of the same checkpoint is not run again
+    with TrajectoryStore.open(first_run / "data.zarr") as store:
+        assert store.num_episodes == episodes  # nothing recorded twice
+    assert os.stat(first_run / "eval" / "report.json").st_mtime == report_time  # the evaluation was reused
+    # Steps that did no work keep the times of the runs that did.
+    assert json.loads((first_run / "benchmark.json").read_text()) == state
+
+
+def test_more_steps_resume_training_and_redo_the_evaluation(first_run):
+    assert benchmark_main([*TINY, f"out={first_run}", "train.steps=30"]) == 0
+    state = json.loads((first_run / "benchmark.json").read_text())
+    assert len(state["steps"]["train"]["runs"]) == 2  # the first 20 steps, then 10 more
+    report = json.loads((first_run / "eval" / "report.json").read_text())
+    assert report["protocol"]["checkpoint_resolved"].endswith("step_00000030")
+
+
+def test_plan_merges_quick_suite_and_command_line(tmp_path):
+    suite = {"name": "s", "dataset": "tabletop", "policy": "tiny", "record": {"image_size": 64},
+             "eval": {"episodes_per_task": 50, "phrasing": "train"}}  # fmt: skip
+    p = plan(suite, tmp_path, {"eval": {"episodes_per_task": 3}, "train": {"lr": 0.01}}, quick=True)
+    assert "episodes_per_task=3" in p.eval_args and "phrasing=train" in p.eval_args
+    assert "env.image_size=64" in p.eval_args and "env=tabletop" in p.eval_args
+    assert "train.lr=0.01" in p.train_args and "train.steps=20" in p.train_args  # quick's, not overridden
+    assert "episodes_per_task=2" in p.record_args
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["suite=nosuch"], "no suite config named 'nosuch'"),
+        (["suite=tabletop", "eval.episodes=3"], "unknown key 'eval.episodes'"),
+        (["suite=tabletop", "train.stepz=3"], "unknown key 'train.stepz'"),
+        ([], "name a suite"),
+    ],
+)
+def test_bad_arguments_are_one_line(args, message, capsys):
+    from vla.cli import main
+
+    assert main(["benchmark", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err

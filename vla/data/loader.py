@@ -1,0 +1,173 @@
+"""The training DataLoader: :func:`make_dataloader`, the one way ``vla train`` and the data benchmark
+read training windows.
+
+Which samples each process reads at each step is a pure function of (seed, epoch, step)
+(:class:`StepBatchSampler`), so a run resumed at step ``s`` needs only ``s`` to see exactly the
+batches the uninterrupted run would have seen. The order within an epoch is one of
+:data:`SAMPLE_ORDERS`:
+
+- ``chunks``: the storage-locality order of :class:`~vla.data.sampler.StorageLocalitySampler`
+  (neighbouring frames share decoded storage chunks: fast reads of stores larger than memory);
+- ``uniform``: a fresh uniform permutation per epoch (more diverse batches; pair it with
+  ``TrajectoryDataset(in_memory=True)``).
+
+Every step consumes one *global* batch of ``batch_size * world_size`` consecutive entries of the
+epoch's order; rank ``r`` takes the ``r``-th contiguous slice (DistributedSampler-style sharding that
+keeps the locality of the storage-locality order). The last incomplete global batch of an epoch is
+dropped so every rank always does the same number of steps.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from vla.data.batch import collate_windows
+
+# (seed, epoch) -> a permutation of range(num_samples).
+OrderFn = Callable[[int, int], np.ndarray]
+
+SAMPLE_ORDERS = ("chunks", "uniform")
+
+
+def uniform_order(num_samples: int) -> OrderFn:
+    """The ``uniform`` order: a fresh permutation of every sample per epoch."""
+
+    def order(seed: int, epoch: int) -> np.ndarray:
+        return np.random.default_rng([seed, epoch, 17]).permutation(num_samples)
+
+    return order
+
+
+def storage_locality_order(dataset: Any, global_batch: int, streams: int) -> OrderFn:
+    """The ``chunks`` order: :class:`~vla.data.sampler.StorageLocalitySampler`'s, with ``streams``
+    interleaved streams (one per DataLoader worker), as a pure function of (seed, epoch)."""
+    from vla.data.sampler import StorageLocalitySampler
+
+    sampler = StorageLocalitySampler(dataset, batch_size=global_batch, num_workers=streams)
+
+    def order(seed: int, epoch: int) -> np.ndarray:
+        sampler.seed = seed
+        sampler.set_epoch(epoch)
+        return np.fromiter(iter(sampler), dtype=np.int64, count=len(dataset))
+
+    return order
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Yields this rank's index batch for steps ``start_step .. end_step - 1``; ``order_fn``
+    (default :func:`uniform_order`) gives each epoch's order."""
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        *,
+        seed: int,
+        start_step: int = 0,
+        end_step: int,
+        rank: int = 0,
+        world_size: int = 1,
+        order_fn: OrderFn | None = None,
+    ) -> None:
+        self.global_batch = batch_size * world_size
+        if num_samples < self.global_batch:
+            raise ValueError(
+                f"the training set has {num_samples} windows, fewer than one global batch "
+                f"({batch_size} x {world_size} processes); lower train.batch_size or record more data"
+            )
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.start_step, self.end_step = start_step, end_step
+        self.rank, self.world_size = rank, world_size
+        self.order_fn = order_fn or uniform_order(num_samples)
+        self.batches_per_epoch = num_samples // self.global_batch
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def epoch_of(self, step: int) -> int:
+        """The epoch that step ``step`` belongs to."""
+        return step // self.batches_per_epoch
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self._cached is None or self._cached[0] != epoch:
+            order = np.asarray(self.order_fn(self.seed, epoch))
+            if order.shape != (self.num_samples,):
+                raise ValueError(f"order_fn returned shape {order.shape}, expected ({self.num_samples},)")
+            self._cached = (epoch, order)
+        return self._cached[1]
+
+    def batch_for_step(self, step: int) -> list[int]:
+        """This rank's sample indices at ``step``."""
+        order = self._order(self.epoch_of(step))
+        start = (step % self.batches_per_epoch) * self.global_batch + self.rank * self.batch_size
+        return [int(i) for i in order[start : start + self.batch_size]]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start_step, self.end_step):
+            yield self.batch_for_step(step)
+
+    def __len__(self) -> int:
+        return max(0, self.end_step - self.start_step)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker seeding: derive numpy/python seeds from the torch seed the loader assigned."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_dataloader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    steps: int | None = None,
+    start_step: int = 0,
+    order: str = "chunks",
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    order_streams: int | None = None,
+    collate_fn: Callable[[Any], Any] = collate_windows,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """The DataLoader of steps ``start_step .. steps - 1`` (default: one epoch) of ``dataset``.
+
+    ``order`` is one of :data:`SAMPLE_ORDERS`; ``order_streams`` (default ``num_workers``) is the
+    number of interleaved streams of the ``chunks`` order, which a resumed run keeps even with
+    another worker count so its data order stays the same. ``collate_fn`` defaults to the
+    pre-collated window batches of :class:`~vla.data.TrajectoryDataset` (``vla train`` passes its
+    :class:`~vla.inputs.Collator`). Workers start with ``forkserver``: zarr runs an event-loop
+    thread, and forking a process with live threads can deadlock.
+    """
+    if order not in SAMPLE_ORDERS:
+        raise ValueError(f"order must be one of {list(SAMPLE_ORDERS)}, got {order!r}")
+    size = len(dataset)  # type: ignore[arg-type]
+    global_batch = batch_size * world_size
+    streams = num_workers if order_streams is None else order_streams
+    order_fn = (
+        uniform_order(size) if order == "uniform" else storage_locality_order(dataset, global_batch, streams)
+    )
+    end_step = steps if steps is not None else start_step + size // max(global_batch, 1)
+    sampler = StepBatchSampler(
+        size, batch_size, seed=seed, start_step=start_step, end_step=end_step,
+        rank=rank, world_size=world_size, order_fn=order_fn,
+    )  # fmt: skip
+    options: dict[str, Any] = {}
+    if num_workers > 0:
+        options.update(multiprocessing_context="forkserver", prefetch_factor=4)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate_fn,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        worker_init_fn=seed_worker,
+        generator=torch.Generator().manual_seed(seed * 1000 + rank),
+        **options,
+    )
