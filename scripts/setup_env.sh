@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build or reuse the virtual environment at .venv with every extra (lerobot, metaworld, dev).
+# Build or reuse the virtual environment at .venv with every extra (lerobot, metaworld, warp, dev).
 #
 # The environment is keyed by a hash of the dependency files (pyproject.toml, requirements.lock) and
 # the Python version. It lives in $VLA_VENV_CACHE (default ~/.cache/vla/venvs) and .venv links to it,
@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
-EXTRAS="lerobot,metaworld,dev"
+EXTRAS="lerobot,metaworld,warp,dev"
 
 if ! "$PYTHON" -c 'import sys; raise SystemExit(sys.version_info < (3, 11))'; then
     echo "setup: vla needs Python >= 3.11 ($PYTHON is $("$PYTHON" --version 2>&1)); set PYTHON=..." >&2
@@ -58,9 +58,14 @@ else
     flock 9  # two clones setting up at once share one build
     if [ ! -f "$venv/.vla-deps-key" ]; then
         build_venv "$venv"
-        # Keep the two newest environments; each is several GB.
-        ls -1dt "$cache_root"/*-py* 2>/dev/null | tail -n +3 | xargs -r rm -rf
     fi
+    # Each set-up stamps the environment it uses. Environments are several GB each: beyond the two
+    # most recently used, one unused for a week is removed. Never by build time: another clone
+    # (another branch) may be running from an older build right now.
+    touch "$venv/.vla-last-used"
+    ls -1t "$cache_root"/*-py*/.vla-last-used 2>/dev/null | tail -n +3 | while read -r stamp; do
+        if [ -n "$(find "$stamp" -mtime +7)" ]; then rm -rf "$(dirname "$stamp")"; fi
+    done
     if [ -e .venv ] && [ ! -L .venv ]; then
         echo "setup: .venv is a directory, not the cached environment; remove it or set VLA_VENV_CACHE=off" >&2
         exit 1

@@ -119,7 +119,10 @@ def test_the_derived_schemas_follow_the_code() -> None:
     assert set(placeholders(TrainCommand)["train"]) == {f.name for f in dataclasses.fields(TrainConfig)}
     tabletop = set(placeholders(env_schema({"suite": "tabletop"})))
     constructor = set(list(inspect.signature(TabletopEnv).parameters)[1:])  # after the task
-    assert tabletop == constructor | registry.NON_OPTION_KEYS
+    make = inspect.signature(registry.suite_module("tabletop").make).parameters.values()
+    own = {p.name for p in list(make)[1:] if p.kind is not inspect.Parameter.VAR_KEYWORD}  # backend, device
+    assert own == {"backend", "device"}
+    assert tabletop == constructor | own | registry.NON_OPTION_KEYS
 
 
 def test_a_field_added_to_vlaconfig_is_accepted_and_typed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,13 +50,19 @@ def test_low_precision_decoding_tracks_fp32(precision):
     tokens, logits = model.generate(obs, options, precision=precision)
     assert logits.dtype == torch.float32 and tokens.shape == reference.shape
     scale = float(reference_logits.abs().max())
-    # Up to the first differing token both decoders saw the same history: their logits stay close ...
-    differs = (tokens != reference).any(0)
-    first_disagreement = int(differs.float().argmax()) if bool(differs.any()) else n
-    close = logits[:, :first_disagreement] - reference_logits[:, :first_disagreement]
-    assert first_disagreement > 0 and float(close.abs().max()) < 0.05 * scale
-    # ... and the greedy tokens agree almost everywhere.
-    assert float((tokens == reference).float().mean()) >= 0.9
+    for row in range(tokens.shape[0]):
+        differs = tokens[row] != reference[row]
+        first = int(differs.float().argmax()) if bool(differs.any()) else n
+        # Up to and including the first differing token both decoders saw the same history:
+        # their logits stay close ...
+        seen = slice(0, min(first + 1, n))
+        error = float((logits[row, seen] - reference_logits[row, seen]).abs().max())
+        assert error < 0.05 * scale, (row, error, scale)
+        # ... and they part only at a near-tie of the fp32 logits, within the low-precision error.
+        if first < n:
+            ref_logits = reference_logits[row, first]
+            margin = float(ref_logits[reference[row, first]] - ref_logits[tokens[row, first]])
+            assert margin <= 2 * error, (row, first, margin, error)
 
 
 def test_bf16_cached_decoding_equals_its_uncached_forward():

@@ -110,8 +110,8 @@ def plan(
     which win over the suite file's) written under ``out``."""
     sections = {
         part: {
-            **(QUICK[part] if quick else {}),
             **dict(suite.get(part) or {}),
+            **(QUICK[part] if quick else {}),  # the smoke-test size wins over the suite's own sizes
             **dict(overrides.get(part) or {}),
         }
         for part in ("record", "train", "eval")
@@ -200,13 +200,17 @@ def run(p: Plan, progress: Callable[[str], None] = print) -> dict[str, Any]:
     return results
 
 
-def _store_episodes(path: Path) -> int:
+def _store_episodes(path: Path) -> int | None:
     from vla.data import TrajectoryStore
+    from vla.data.errors import StoreError
 
     if not path.exists():
         return 0
-    with TrajectoryStore.open(path, mode="r") as store:
-        return store.num_episodes
+    try:
+        with TrajectoryStore.open(path, mode="r") as store:
+            return store.num_episodes
+    except (OSError, StoreError):  # not a store (yet): the record step itself says what is wrong
+        return None
 
 
 def _trained_step(run_dir: Path) -> str | None:

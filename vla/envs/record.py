@@ -18,8 +18,9 @@ episode shows a new layout); with ``keep_failed=false`` a failed
 episode is dropped and the next seed is tried, up to ``3 * needed + 5`` attempts per task.
 
 Workers (``spawn`` processes) build their own environments and stream finished episodes back to
-this process, the store's single writer, which commits them in the order they were handed out, not
-the order they finish (training reads episodes in store order, so a store whose order followed
+this process, the store's single writer (with a batched backend, ``env.backend=warp``, the workers
+are ``workers`` worlds of one simulator in this process: :mod:`vla.envs.record_batched`), which
+commits them in the order they were handed out, not the order they finish (training reads episodes in store order, so a store whose order followed
 worker timing trained a different policy each time). Workers never outlive the writer, however it
 ends (:mod:`vla.envs.record_workers`); SIGTERM ends a run like Ctrl-C, with exit status 143.
 
@@ -76,7 +77,7 @@ class RecordOptions:
     image_size: Any = None  # replaces the env config's image_size (int or [height, width])
     noise: float = at_least(0.0, 0.0)
     keep_failed: bool = False
-    workers: int = at_least(2, 0)  # 0: record in this process
+    workers: int = at_least(2, 0)  # 0: record in this process; env.backend=warp: worlds at once
     seed_start: int = at_least(0, 0)
     progress: bool = True
 
@@ -211,11 +212,7 @@ def record(env_cfg: Mapping[str, Any], settings: RecordSettings) -> RecordSummar
     progress = plan(settings.episodes_per_task, settings.seed_start, stored, numbers)
     resume = Resume(frozenset(stored), settings.seed_start, settings.keep_failed, numbers)
     summary = RecordSummary(already=resume.already(settings.episodes_per_task))
-    executor: Any
-    if settings.workers > 0:
-        executor = start_workers(settings.workers, env_cfg, settings.noise)
-    else:
-        executor = InlineExecutor(env_cfg, settings.noise)
+    executor = _start_executor(env_cfg, settings)
     total = sum(p.quota for p in progress.values())
     bar = progress_bar(
         total=total, initial=summary.already, unit="ep", disable=not settings.progress, file=sys.stderr
@@ -288,6 +285,18 @@ def record(env_cfg: Mapping[str, Any], settings: RecordSettings) -> RecordSummar
     summary.seconds = time.perf_counter() - start
     summary.exhausted = [t for t, p in progress.items() if p.committed < p.quota]
     return summary
+
+
+def _start_executor(env_cfg: Mapping[str, Any], settings: RecordSettings) -> Any:
+    """Who records: one batched simulator of ``workers`` worlds (a batched backend such as
+    ``env.backend=warp``), ``workers`` worker processes, or this process (``workers=0``)."""
+    if registry.runs_batched(env_cfg):
+        from vla.envs.record_batched import BatchedRecorder
+
+        return BatchedRecorder(env_cfg, settings.noise, settings.workers)
+    if settings.workers > 0:
+        return start_workers(settings.workers, env_cfg, settings.noise)
+    return InlineExecutor(env_cfg, settings.noise)
 
 
 def _commit_or_drop(writer: Any, episode: EpisodeRecording, env_id: str, settings: RecordSettings,

@@ -10,6 +10,10 @@ A suite is a module exposing three functions:
   env class its return annotation names: :func:`suite_options`, which the config schema reads);
 - ``make_expert(env, noise_std=0.0, seed=None) -> Callable[[dict], np.ndarray]``: the scripted expert.
 
+A suite may also simulate many worlds in one process: ``BATCHED_BACKENDS`` names the values of its
+``backend`` option that do, and ``make_batched(num_worlds, **options)`` builds them
+(:func:`runs_batched`, :func:`make_batched_env`; ``vla eval`` and ``vla record`` use them).
+
 Suites are imported lazily, so using the tabletop suite never imports Meta-World.
 """
 
@@ -91,6 +95,20 @@ def make_env(env_cfg: Mapping[str, Any], task: str, **overrides: Any) -> gym.Env
     """Build the environment for ``task`` with the options of ``env_cfg`` (``overrides`` win)."""
     options = env_options(env_cfg) | overrides
     return suite_module(env_cfg["suite"]).make(task, **options)
+
+
+def runs_batched(env_cfg: Mapping[str, Any]) -> bool:
+    """Whether ``env_cfg``'s backend simulates many worlds in one process (its suite's BATCHED_BACKENDS)."""
+    batched = getattr(suite_module(env_cfg["suite"]), "BATCHED_BACKENDS", ())
+    return env_cfg.get("backend") in batched
+
+
+def make_batched_env(env_cfg: Mapping[str, Any], num_worlds: int, **overrides: Any) -> Any:
+    """``num_worlds`` worlds of ``env_cfg``'s batched backend, any of its tasks in any world."""
+    if not runs_batched(env_cfg):
+        raise ValueError(f"env config {env_cfg.get('name')!r} does not pick a batched backend")
+    options = env_options(env_cfg) | overrides
+    return suite_module(env_cfg["suite"]).make_batched(num_worlds, **options)
 
 
 def make_expert(

@@ -12,8 +12,8 @@ from vla.evaluation.loaders import POLICY_LOADERS
 from vla.evaluation.plots import plot_success
 from vla.evaluation.report import write_json, write_markdown
 from vla.evaluation.results import EpisodeResult, EvalReport, summarize
-from vla.evaluation.run import check_env_fit, run_episodes
-from vla.evaluation.vector import EnvPool
+from vla.evaluation.rollouts import roll_out
+from vla.evaluation.run import RolloutSettings, check_env_fit
 from vla.evaluation.videos import VideoSampler
 from vla.policies.executor import ChunkExecutor
 from vla.progress import progress_bar
@@ -126,8 +126,7 @@ def evaluate(
     decode_errors_before = getattr(policy, "decode_errors", 0)
     bar = progress_bar(total=len(plan), unit="ep", desc="vla eval", disable=not progress, dynamic_ncols=True)
     started = time.perf_counter()
-    with bar, EnvPool(env, min(num_envs, len(plan))) as pool:
-        ready = time.perf_counter()
+    with bar:
         done: list[bool] = []
 
         def on_episode(result: EpisodeResult, frames: list, fps: float | None) -> str | None:
@@ -136,17 +135,10 @@ def evaluate(
             bar.update(1)
             return sampler(result, frames, fps) if sampler is not None else None
 
-        episodes = run_episodes(
-            policy,
-            pool,
-            plan,
-            replan_every=replan,
-            temporal_ensemble=temporal_ensemble,
-            max_steps=max_steps,
-            keep_frames=bool(sampler and sampler.wants_frames),
-            on_episode=on_episode,
-        )
-        rollout_s = time.perf_counter() - ready
+        settings = RolloutSettings(num_envs, replan, temporal_ensemble, max_steps,
+                                   keep_frames=bool(sampler and sampler.wants_frames), on_episode=on_episode)  # fmt: skip
+        rollout = roll_out(policy, env, plan, settings)
+    episodes, rollout_s = rollout.episodes, rollout.rollout_s
     if sampler is not None:
         sampler.finish()
     wall = time.perf_counter() - started
@@ -165,6 +157,8 @@ def evaluate(
         "device": str(getattr(policy, "device", "cpu")),
         "precision": getattr(policy, "precision", None),  # inference weights (vla checkpoints)
         "suite": env["suite"],
+        "backend": rollout.backend,  # classic (rasterized cameras) or warp (ray-traced): images differ
+        "sim_device": rollout.sim_device,
         "env": env,
         "tasks": selected,
         "episodes_per_task": episodes_per_task,
@@ -197,7 +191,7 @@ def evaluate(
     # Steps/s over the rollouts alone (worker start-up, env construction included, is timed apart).
     timing = {"episodes": float(len(episodes)), "env_steps": float(env_steps), "wall_s": wall,
               "startup_s": wall - rollout_s, "rollout_s": rollout_s,
-              "env_steps_per_s": env_steps / rollout_s if rollout_s > 0 else 0.0}  # fmt: skip
+              "env_steps_per_s": env_steps / rollout_s if rollout_s > 0 else 0.0, **rollout.timing}  # fmt: skip
     # The runtime counts chunks its action tokenizer had to repair or reject, over its lifetime.
     decode_errors = getattr(policy, "decode_errors", None)
     diagnostics = {"decode_errors": None if decode_errors is None else decode_errors - decode_errors_before}

@@ -66,6 +66,7 @@ def to_markdown(report: EvalReport) -> str:
         f"- episodes per task and phrasing: {p.get('episodes_per_task')}; phrasings: {', '.join(p.get('phrasings', []))}",
         f"- execution: replan every {p.get('replan_every')} steps; temporal ensembling: {p.get('temporal_ensemble')}"
         + (f"; on {p.get('device')} at {p['precision']}" if p.get("precision") else ""),
+        f"- simulator: {p.get('backend', 'classic')} backend on {p.get('sim_device', 'cpu')}",
         f"- seeds: `vla.seeds.eval_seeds` (disjoint from training seeds), first task's: {_first_seeds(p)}",
         f"- vla {p.get('vla_version')}, {p.get('created')}",
         f"- reproduce: `{p.get('command')}`",

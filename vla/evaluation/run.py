@@ -54,6 +54,18 @@ class _SlotState:
 EpisodeCallback = Callable[[R.EpisodeResult, list[np.ndarray], float | None], str | None]
 
 
+@dataclass(frozen=True)
+class RolloutSettings:
+    """How an evaluation rolls episodes out, whatever runs the environments."""
+
+    num_envs: int  # env slots: worker processes, or worlds of a batched simulator
+    replan_every: int
+    temporal_ensemble: float | None
+    max_steps: int | None
+    keep_frames: bool
+    on_episode: EpisodeCallback | None
+
+
 def stack_history(histories: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
     """A policy batch: each array key as (B, T, ...), ``instruction`` as a list of B strings."""
     first = histories[0][-1]
@@ -68,7 +80,7 @@ def stack_history(histories: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str,
     return batch
 
 
-def _failure_outcome(result: StepResult, steps: int, max_steps: int) -> tuple[str, str] | None:
+def episode_outcome(result: StepResult, steps: int, max_steps: int) -> tuple[str, str] | None:
     """``(outcome, detail)`` if the episode has ended, else None."""
     if result.error is not None:
         return R.ENV_ERROR, result.error.strip().splitlines()[-1]
@@ -82,7 +94,7 @@ def _failure_outcome(result: StepResult, steps: int, max_steps: int) -> tuple[st
     return None
 
 
-def _check_chunk(chunk: np.ndarray, action_shape: tuple[int, ...]) -> str | None:
+def chunk_problem(chunk: np.ndarray, action_shape: tuple[int, ...]) -> str | None:
     """Why ``chunk`` (H, A) cannot drive an env with actions of ``action_shape``, or None."""
     if chunk.ndim != 1 + len(action_shape) or tuple(chunk.shape[1:]) != action_shape or chunk.shape[0] < 1:
         return f"chunk of shape {chunk.shape} for actions of shape {action_shape}"
@@ -166,7 +178,7 @@ def run_episodes(
             if result.error is None:
                 state.history.append(result.observation)
                 _keep_frame(state, result.observation, keep_frames)
-            ended = _failure_outcome(result, state.steps, state.max_steps)
+            ended = episode_outcome(result, state.steps, state.max_steps)
             if ended is not None:
                 finish(slot, *ended)
         start([s for s in range(pool.num_envs) if s not in active])
@@ -177,7 +189,24 @@ def _push_chunks(
     policy: Any, states: list[_SlotState], slots: list[int], finish: Callable[[int, str, str], None]
 ) -> None:
     """One batched ``predict_chunks`` for ``slots``; bad chunks end their episodes with a cause."""
+    executors = dict(zip(slots, (st.executor for st in states), strict=True))
+    shapes = [st.action_shape for st in states]
     batch = stack_history([st.history for st in states])
+    deliver_chunks(
+        policy, batch, slots, shapes, lambda slot, chunk: executors[slot].push_chunk(chunk), finish
+    )
+
+
+def deliver_chunks(
+    policy: Any,
+    batch: Mapping[str, Any],
+    slots: Sequence[int],
+    action_shapes: Sequence[tuple[int, ...]],
+    push: Callable[[int, np.ndarray], None],
+    finish: Callable[[int, str, str], None],
+) -> None:
+    """``policy.predict_chunks(batch)`` (row i for ``slots[i]``), each chunk handed to ``push(slot,
+    chunk)``; a policy that raises, or a chunk that cannot drive its env, ends the episode instead."""
     try:
         chunks = np.asarray(policy.predict_chunks(batch), dtype=np.float32)
         if chunks.ndim < 2 or chunks.shape[0] != len(slots):
@@ -186,12 +215,12 @@ def _push_chunks(
         for slot in slots:
             finish(slot, R.POLICY_ERROR, f"{type(exc).__name__}: {exc}")
         return
-    for slot, state, chunk in zip(slots, states, chunks, strict=True):
-        problem = _check_chunk(chunk, state.action_shape)
+    for slot, shape, chunk in zip(slots, action_shapes, chunks, strict=True):
+        problem = chunk_problem(chunk, shape)
         if problem is not None:
             finish(slot, R.INVALID_ACTION, problem)
         else:
-            state.executor.push_chunk(chunk)
+            push(slot, chunk)
 
 
 def check_env_fit(policy: Any, env_cfg: Mapping[str, Any], task: str) -> None:

@@ -24,6 +24,7 @@ import mujoco
 import numpy as np
 
 from vla.envs.tabletop import scene
+from vla.envs.tabletop.episode_start import sample_episode_start, task_phrasings
 from vla.envs.tabletop.ik import DlsIk
 from vla.envs.tabletop.tasks import FAMILIES, TaskSpec, task_spec
 from vla.features import STATE_KEY, camera_key
@@ -36,7 +37,6 @@ WORKSPACE_HI = np.array([0.7, 0.45, 0.45])
 MAX_TARGET_LEAD = 0.06  # the target never runs further than this ahead of the gripper (anti wind-up)
 DOWN = np.eye(3)  # the hand frame at home: gripper pointing down, fingers opening along y
 CAMERAS = ("front", "wrist")
-PHRASING_SETS = ("train", "heldout")
 INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
 
 
@@ -72,8 +72,6 @@ class TabletopEnv(gym.Env):
         self._family = FAMILIES[self.task.family]
         if control not in ("ee_delta", "joint_pos"):
             raise ValueError(f"control must be 'ee_delta' or 'joint_pos', got {control!r}")
-        if phrasing not in PHRASING_SETS:
-            raise ValueError(f"phrasing must be one of {PHRASING_SETS}, got {phrasing!r}")
         unknown = sorted(set(cameras) - set(CAMERAS))
         if unknown:
             raise ValueError(f"unknown cameras {unknown}; this scene has {list(CAMERAS)}")
@@ -85,7 +83,7 @@ class TabletopEnv(gym.Env):
         self.cameras = tuple(cameras)
         self.control = control
         self.phrasing = phrasing
-        self.phrasings = self.task.train_phrasings if phrasing == "train" else self.task.heldout_phrasings
+        self.phrasings = task_phrasings(self.task, phrasing)
         self.max_steps = int(max_steps or self.task.max_steps)
         self.render_mode = render_mode
         self.terminate_on_success = terminate_on_success
@@ -131,16 +129,9 @@ class TabletopEnv(gym.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         super().reset(seed=seed)
-        fam = self._family
-        layout = scene.sample_layout(
-            self.np_random,
-            fam.drawer_opening,
-            fam.layout_check(self.task),
-            min_y=fam.min_y if fam.min_y is not None else scene.OBJECT_Y[0],
-            layout=self.layout,
-        )
-        scene.apply_layout(self.model, self.data, self.ids, layout)
-        self.instruction = self.phrasings[int(self.np_random.integers(len(self.phrasings)))]
+        start = sample_episode_start(self.task, self.np_random, self.phrasings, self.layout)
+        scene.apply_layout(self.model, self.data, self.ids, start.layout)
+        self.instruction = start.instruction
         self._initial_blocks = {c: self.block_pos(c) for c in scene.COLOURS}
         self._target = self.ee_pos()
         self._steps = 0
