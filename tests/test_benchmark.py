@@ -37,7 +37,10 @@ def test_results_table_and_json(first_run):
     table = (first_run / "results.md").read_text()
     assert "| reach-red |" in table and "| press-blue |" in table and "record + train" in table
     report = json.loads((first_run / "eval" / "report.json").read_text())
-    assert report["protocol"]["env"]["image_size"] == 64  # evaluated on the env the data came from
+    with TrajectoryStore.open(first_run / "data.zarr") as store:
+        recorded = store.schema.features["observation.images.front"].shape[0]
+    assert recorded == 128  # the suite's record.image_size
+    assert report["protocol"]["env"]["image_size"] == recorded  # evaluated on the env the data came from
     assert all(e["seed"] >= 1_000_000 for e in report["episodes"])  # evaluation seeds only
 
 

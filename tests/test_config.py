@@ -70,7 +70,7 @@ def test_a_wrong_type_or_range_names_the_key() -> None:
 
 def test_plus_adds_to_open_mappings_and_tilde_unsets() -> None:
     cfg = compose_command("eval", ["env=tabletop_demo", "~env.layout"], EvalCommand)
-    assert "layout" not in cfg.env and cfg.env.image_size == 64  # the env's own default applies
+    assert "layout" not in cfg.env and cfg.env.image_size == 128  # the rest of the file stays
     assert compose_command("eval", ["env=tabletop_demo"], EvalCommand).env.layout == "free"
     cfg = compose_command(
         "eval", ["env=metaworld_mt10", "+env.cameras.top=topview", "~env.cameras.wrist"], EvalCommand

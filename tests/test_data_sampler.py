@@ -117,3 +117,25 @@ def test_sampler_groups_fit_the_decoded_storage_chunk_cache(data_store_path):
     assert group_chunks(TrajectoryDataset(data_store_path, SPEC, cache_bytes=1), 4) == 1
     state_only = TrajectoryDataset(data_store_path, WindowSpec(1, 2, observation_keys=("observation.state",)))
     assert state_only.image_storage_chunk_bytes == 0 and group_chunks(state_only, 4) == GROUP_CHUNKS
+
+
+def test_task_balanced_order_draws_every_task_equally_often():
+    from vla.data.loader import task_balanced_order
+
+    tasks = ["reach"] * 20 + ["stack"] * 180  # a short task and a long one, as on the tabletop
+    order = task_balanced_order(tasks)
+    drawn = np.concatenate([order(0, epoch) for epoch in range(20)])
+    assert drawn.shape == (4000,) and drawn.min() >= 0 and drawn.max() < 200
+    share_of_reach = float((drawn < 20).mean())
+    assert 0.45 < share_of_reach < 0.55  # a frame-uniform order would give 0.10
+    assert len(np.unique(drawn[drawn < 20])) == 20  # every window of the short task is used
+    np.testing.assert_array_equal(order(3, 1), task_balanced_order(tasks)(3, 1))  # (seed, epoch) decide
+    assert not np.array_equal(order(3, 1), order(3, 2))
+
+
+def test_dataloader_tasks_order_reads_the_dataset_tasks(data_store_path):
+    dataset = TrajectoryDataset(data_store_path, WindowSpec(n_obs_steps=1, horizon=2), episodes=[0, 2])
+    loader = make_dataloader(dataset, batch_size=4, steps=3, order="tasks", seed=0)
+    batches = list(loader)
+    assert len(batches) == 3
+    assert set(torch.cat([b["episode_index"] for b in batches]).tolist()) <= {0, 2}

@@ -86,6 +86,8 @@ class TrajectoryDataset(Dataset):
             [np.arange(self.episode_starts[e], ends[e]) for e in chosen] or [np.zeros(0, np.int64)]
         ).astype(np.int64)
         self.instructions = [m.instruction for m in store.episodes_meta()]
+        # Each episode's task (the env id it was recorded in; its instruction when it has none).
+        self.episode_tasks = [m.env_id or m.instruction for m in store.episodes_meta()]
         image_storage_chunks = [
             (int(store.array(f"data/{k}").chunks[0]), features[k])
             for k in self._read_keys()

@@ -9,7 +9,10 @@ batches the uninterrupted run would have seen. The order within an epoch is one 
 - ``chunks``: the storage-locality order of :class:`~vla.data.sampler.StorageLocalitySampler`
   (neighbouring frames share decoded storage chunks: fast reads of stores larger than memory);
 - ``uniform``: a fresh uniform permutation per epoch (more diverse batches; pair it with
-  ``TrajectoryDataset(in_memory=True)``).
+  ``TrajectoryDataset(in_memory=True)``);
+- ``tasks``: task-balanced: each sample's task drawn uniformly, then one of that task's windows
+  uniformly (with replacement). A frame-uniform order weighs tasks by their episode lengths
+  (a tabletop reach lasts ~11 steps, a stack ~120), so short tasks get a sliver of the updates.
 
 Every step consumes one *global* batch of ``batch_size * world_size`` consecutive entries of the
 epoch's order; rank ``r`` takes the ``r``-th contiguous slice (DistributedSampler-style sharding that
@@ -20,7 +23,7 @@ dropped so every rank always does the same number of steps.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +35,7 @@ from vla.data.batch import collate_windows
 # (seed, epoch) -> a permutation of range(num_samples).
 OrderFn = Callable[[int, int], np.ndarray]
 
-SAMPLE_ORDERS = ("chunks", "uniform")
+SAMPLE_ORDERS = ("chunks", "uniform", "tasks")
 
 
 def uniform_order(num_samples: int) -> OrderFn:
@@ -40,6 +43,25 @@ def uniform_order(num_samples: int) -> OrderFn:
 
     def order(seed: int, epoch: int) -> np.ndarray:
         return np.random.default_rng([seed, epoch, 17]).permutation(num_samples)
+
+    return order
+
+
+def task_balanced_order(sample_tasks: Sequence[str]) -> OrderFn:
+    """The ``tasks`` order over samples whose tasks are ``sample_tasks``: every task equally likely
+    at every draw, a uniform window within it (one epoch is ``len(sample_tasks)`` draws)."""
+    _, task_of_sample = np.unique(np.asarray(sample_tasks), return_inverse=True)
+    members = [np.flatnonzero(task_of_sample == k) for k in range(int(task_of_sample.max(initial=-1)) + 1)]
+    size = len(task_of_sample)
+
+    def order(seed: int, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([seed, epoch, 23])
+        task = rng.integers(len(members), size=size)
+        out = np.empty(size, dtype=np.int64)
+        for k, windows in enumerate(members):
+            drawn = task == k
+            out[drawn] = windows[rng.integers(len(windows), size=int(drawn.sum()))]
+        return out
 
     return order
 
@@ -114,6 +136,18 @@ class StepBatchSampler(Sampler[list[int]]):
         return max(0, self.end_step - self.start_step)
 
 
+def _sample_tasks(dataset: Any) -> list[str]:
+    """The task of each of ``dataset``'s samples (a TrajectoryDataset's, or a Subset of one)."""
+    indices = np.arange(len(dataset))
+    while isinstance(dataset, torch.utils.data.Subset):  # the train split of vla train
+        indices = np.asarray(dataset.indices)[indices]
+        dataset = dataset.dataset
+    if not hasattr(dataset, "episode_tasks"):
+        raise ValueError("order='tasks' needs a dataset that knows its episodes' tasks (TrajectoryDataset)")
+    tasks = np.asarray(dataset.episode_tasks, dtype=object)
+    return list(tasks[dataset.anchor_episode[indices]])
+
+
 def seed_worker(worker_id: int) -> None:
     """DataLoader worker seeding: derive numpy/python seeds from the torch seed the loader assigned."""
     seed = torch.initial_seed() % 2**32
@@ -150,9 +184,12 @@ def make_dataloader(
     size = len(dataset)  # type: ignore[arg-type]
     global_batch = batch_size * world_size
     streams = num_workers if order_streams is None else order_streams
-    order_fn = (
-        uniform_order(size) if order == "uniform" else storage_locality_order(dataset, global_batch, streams)
-    )
+    if order == "uniform":
+        order_fn = uniform_order(size)
+    elif order == "tasks":
+        order_fn = task_balanced_order(_sample_tasks(dataset))
+    else:
+        order_fn = storage_locality_order(dataset, global_batch, streams)
     end_step = steps if steps is not None else start_step + size // max(global_batch, 1)
     sampler = StepBatchSampler(
         size, batch_size, seed=seed, start_step=start_step, end_step=end_step,

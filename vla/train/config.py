@@ -45,7 +45,8 @@ class TrainConfig:
     in_memory: bool = False  # load the store's frames into RAM once (stores that fit), read no storage chunks
     # Sample order (vla.data.loader.SAMPLE_ORDERS): "chunks" keeps storage locality (neighbouring frames
     # share decoded storage chunks: fast reads of large stores); "uniform" draws every batch from the
-    # whole training set (more diverse batches; pair it with in_memory).
+    # whole training set (more diverse batches; pair it with in_memory); "tasks" draws every task
+    # equally often whatever its episodes' lengths (multi-task stores with short and long tasks).
     order: str = "chunks"
 
     @classmethod
