@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_model import make_obs, small_config
 
 from vla.model.decoding import DecodeOptions, flow_noise
 from vla.model.model import VLA, VLAConfig
@@ -15,25 +16,13 @@ CONTINUOUS = ("l1", "flow")
 
 
 def config_for(head: str, **overrides) -> VLAConfig:
-    values = dict(
-        cameras=("front", "wrist"), image_size=32, patch_size=8, state_dim=5, action_dim=3, n_obs_steps=2,
-        horizon=4, n_layer=2, n_head=2, n_embd=32, text_vocab_size=64, max_text_len=8,
-        action_vocab_size=20, max_action_tokens=12, action_head=head, flow_steps=4,
-    )  # fmt: skip
-    values.update(overrides)
-    return VLAConfig(**values)
+    """test_model's small config with ``head`` (and a short flow sampler)."""
+    return small_config(**{"action_head": head, "flow_steps": 4, **overrides})
 
 
 def obs_for(config: VLAConfig, batch: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    T, N, S = config.n_obs_steps, len(config.cameras), config.image_size
-    obs = {
-        "images": torch.rand(batch, T, N, 3, S, S, generator=g),
-        "state": torch.randn(batch, T, config.state_dim, generator=g),
-        "obs_is_pad": torch.zeros(batch, T, dtype=torch.bool),
-        "text_tokens": torch.randint(3, config.text_vocab_size, (batch, 6), generator=g),
-        "text_is_pad": torch.zeros(batch, 6, dtype=torch.bool),
-    }
+    """test_model's observations, with one padded instruction row and one padded timestep."""
+    obs = make_obs(config, batch, seed)
     obs["text_is_pad"][0, 4:] = True  # one row with padding, so masks matter
     obs["obs_is_pad"][1, 0] = True
     return obs

@@ -85,9 +85,10 @@ class TrajectoryDataset(Dataset):
         self.anchor_frame = np.concatenate(
             [np.arange(self.episode_starts[e], ends[e]) for e in chosen] or [np.zeros(0, np.int64)]
         ).astype(np.int64)
-        self.instructions = [m.instruction for m in store.episodes_meta()]
+        metas = store.episodes_meta()
+        self.instructions = [m.instruction for m in metas]
         # Each episode's task (the env id it was recorded in; its instruction when it has none).
-        self.episode_tasks = [m.env_id or m.instruction for m in store.episodes_meta()]
+        self.episode_tasks = [m.env_id or m.instruction for m in metas]
         image_storage_chunks = [
             (int(store.array(f"data/{k}").chunks[0]), features[k])
             for k in self._read_keys()

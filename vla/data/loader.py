@@ -50,8 +50,8 @@ def uniform_order(num_samples: int) -> OrderFn:
 def task_balanced_order(sample_tasks: Sequence[str]) -> OrderFn:
     """The ``tasks`` order over samples whose tasks are ``sample_tasks``: every task equally likely
     at every draw, a uniform window within it (one epoch is ``len(sample_tasks)`` draws)."""
-    _, task_of_sample = np.unique(np.asarray(sample_tasks), return_inverse=True)
-    members = [np.flatnonzero(task_of_sample == k) for k in range(int(task_of_sample.max(initial=-1)) + 1)]
+    names, task_of_sample = np.unique(np.asarray(sample_tasks), return_inverse=True)
+    members = [np.flatnonzero(task_of_sample == k) for k in range(len(names))]
     size = len(task_of_sample)
 
     def order(seed: int, epoch: int) -> np.ndarray:
@@ -137,15 +137,10 @@ class StepBatchSampler(Sampler[list[int]]):
 
 
 def _sample_tasks(dataset: Any) -> list[str]:
-    """The task of each of ``dataset``'s samples (a TrajectoryDataset's, or a Subset of one)."""
-    indices = np.arange(len(dataset))
-    while isinstance(dataset, torch.utils.data.Subset):  # the train split of vla train
-        indices = np.asarray(dataset.indices)[indices]
-        dataset = dataset.dataset
+    """The task of each of ``dataset``'s samples (a :class:`~vla.data.TrajectoryDataset`)."""
     if not hasattr(dataset, "episode_tasks"):
         raise ValueError("order='tasks' needs a dataset that knows its episodes' tasks (TrajectoryDataset)")
-    tasks = np.asarray(dataset.episode_tasks, dtype=object)
-    return list(tasks[dataset.anchor_episode[indices]])
+    return [dataset.episode_tasks[e] for e in dataset.anchor_episode]
 
 
 def seed_worker(worker_id: int) -> None:
