@@ -65,6 +65,11 @@ def test_train_config_rejects_unknown_and_bad_values() -> None:
         TrainConfig.from_sections({"stepz": 5})
     with pytest.raises(ValueError, match="train.ema_decay"):
         TrainConfig.from_sections({"ema_decay": 1.5})
+    with pytest.raises(ValueError, match="train.curriculum_tasks"):
+        TrainConfig.from_sections({"curriculum_steps": 100})  # steps without the tasks they are for
+    curriculum, _ = TrainConfig.from_sections({"curriculum_steps": 100, "curriculum_tasks": ["*reach-*"]})
+    assert curriculum.curriculum_tasks == ("*reach-*",)
+    assert curriculum.to_dict()["curriculum_tasks"] == ["*reach-*"]
 
 
 def _trained_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:

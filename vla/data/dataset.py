@@ -36,6 +36,13 @@ def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[l
     return sorted(order[num_val:].tolist()), sorted(order[:num_val].tolist())
 
 
+def episode_task(meta: Any) -> str:
+    """The task an episode was recorded for (:class:`vla.data.store.EpisodeMeta`): ``env_id/task``,
+    either part alone when the other is missing, else the instruction."""
+    parts = [str(part) for part in (meta.env_id, meta.extra.get("task")) if part]
+    return "/".join(parts) or meta.instruction
+
+
 class TrajectoryDataset(Dataset):
     """Training windows of ``store_or_path`` (a store, a local path or an fsspec URL).
 
@@ -87,8 +94,9 @@ class TrajectoryDataset(Dataset):
         ).astype(np.int64)
         metas = store.episodes_meta()
         self.instructions = [m.instruction for m in metas]
-        # Each episode's task (the env id it was recorded in; its instruction when it has none).
-        self.episode_tasks = [m.env_id or m.instruction for m in metas]
+        # Each episode's task: its env id and the task the recorder named in its metadata (one env id
+        # such as "tabletop" holds every task of a suite); its instruction when it has neither.
+        self.episode_tasks = [episode_task(m) for m in metas]
         image_storage_chunks = [
             (int(store.array(f"data/{k}").chunks[0]), features[k])
             for k in self._read_keys()

@@ -48,6 +48,12 @@ class TrainConfig:
     # whole training set (more diverse batches; pair it with in_memory); "tasks" draws every task
     # equally often whatever its episodes' lengths (multi-task stores with short and long tasks).
     order: str = "chunks"
+    # A curriculum: the first curriculum_steps steps draw only windows of the tasks matching
+    # curriculum_tasks (fnmatch patterns over "<env id>/<task>", e.g. "*reach-*"), then `order` takes
+    # over. Measured: started on reach, a reach + press + pick policy reads the colour word; started on
+    # every task, it never does (vla.data.loader.curriculum_order).
+    curriculum_tasks: tuple[str, ...] = ()
+    curriculum_steps: int = 0
 
     @classmethod
     def from_sections(cls, *sections: Mapping[str, Any] | None) -> tuple[TrainConfig, list[str]]:
@@ -61,6 +67,8 @@ class TrainConfig:
                 values[key] = value
         if "betas" in values:
             values["betas"] = tuple(float(b) for b in values["betas"])
+        if "curriculum_tasks" in values:
+            values["curriculum_tasks"] = tuple(str(t) for t in values["curriculum_tasks"] or ())
         config = cls(**values)
         config.validate()
         return config, sorted(set(known) - set(values))
@@ -79,6 +87,11 @@ class TrainConfig:
 
         if self.order not in SAMPLE_ORDERS:
             raise ValueError(f"train.order must be one of {list(SAMPLE_ORDERS)}, got {self.order!r}")
+        if self.curriculum_steps < 0 or (self.curriculum_steps > 0 and not self.curriculum_tasks):
+            raise ValueError(
+                f"train.curriculum_steps must be >= 0 and, when > 0, needs train.curriculum_tasks; got "
+                f"{self.curriculum_steps} with {list(self.curriculum_tasks)}"
+            )
         if self.warmup_steps < 0 or self.num_workers < 0 or self.eval_every < 0:
             raise ValueError("train.warmup_steps, train.num_workers and train.eval_every must be >= 0")
 
@@ -86,4 +99,5 @@ class TrainConfig:
         """JSON-safe form."""
         data = dataclasses.asdict(self)
         data["betas"] = list(self.betas)
+        data["curriculum_tasks"] = list(self.curriculum_tasks)
         return data

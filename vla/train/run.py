@@ -262,6 +262,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path, dist_info: DistInfo, device: tor
             train_set, tc.batch_size, steps=tc.steps, start_step=start_step, order=tc.order, seed=tc.seed,
             rank=dist_info.rank, world_size=dist_info.world_size, num_workers=tc.num_workers,
             order_streams=streams, collate_fn=collator, pin_memory=device.type == "cuda",
+            curriculum_tasks=tc.curriculum_tasks, curriculum_steps=tc.curriculum_steps,
         )  # fmt: skip
 
     def val_loader() -> DataLoader:
