@@ -25,8 +25,9 @@ def test_kept_state_indices_drop_matching_names_and_name_bad_patterns():
     assert kept_state_indices(names, []) is None  # nothing excluded: the model reads every entry
     assert kept_state_indices(names, ["*.vel"]) == [0, 1, 4]
     assert kept_state_indices(names, ["*.vel", "gripper.*"]) == [0, 1]
-    with pytest.raises(ValueError, match=r"\['\*\.acc'\] match no state entry"):
-        kept_state_indices(names, ["*.vel", "*.acc"])
+    # One policy file serves several suites: a pattern with nothing to drop is named, not fatal.
+    with pytest.warns(UserWarning, match=r"\['\*\.acc'\] match no state entry"):
+        assert kept_state_indices(names, ["*.vel", "*.acc"]) == [0, 1, 4]
     with pytest.raises(ValueError, match="no names"):
         kept_state_indices(None, ["*.vel"])
 

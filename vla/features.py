@@ -7,6 +7,7 @@ commanded action is ``action``. The language instruction is per-episode text.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
@@ -37,7 +38,10 @@ def kept_state_indices(names: Sequence[str] | None, exclude: Sequence[str]) -> l
     """Indices of the state entries a policy reads: all (None) unless ``exclude`` lists shell-style
     patterns of names to drop (``["*.vel"]``). Why a policy may drop some: joint velocities
     carry the previous action, and a policy that reads them learns to continue whatever motion it
-    sees (the "copycat" failure of behaviour cloning) instead of looking where to go."""
+    sees (the "copycat" failure of behaviour cloning) instead of looking where to go.
+
+    A pattern that matches no entry is warned about, not refused: one policy file serves several
+    suites (``tiny128`` drops the tabletop's joint velocities; Meta-World's state has none)."""
     if not exclude:
         return None
     if names is None:
@@ -45,5 +49,5 @@ def kept_state_indices(names: Sequence[str] | None, exclude: Sequence[str]) -> l
     kept = [i for i, name in enumerate(names) if not any(fnmatchcase(name, p) for p in exclude)]
     unused = [p for p in exclude if not any(fnmatchcase(n, p) for n in names)]
     if unused:
-        raise ValueError(f"state_exclude patterns {unused} match no state entry of {list(names)}")
+        warnings.warn(f"state_exclude patterns {unused} match no state entry of {list(names)}", stacklevel=2)
     return kept
