@@ -217,18 +217,18 @@ def make_dataloader(
     size = len(dataset)  # type: ignore[arg-type]
     global_batch = batch_size * world_size
     streams = num_workers if order_streams is None else order_streams
+    if curriculum_steps > 0 and not curriculum_tasks:
+        raise ValueError("curriculum_steps > 0 needs curriculum_tasks (task-name patterns)")
+    # Each sample's task, read once for the orders that need it.
+    sample_tasks = _sample_tasks(dataset) if order == "tasks" or curriculum_steps > 0 else []
     if order == "uniform":
         order_fn = uniform_order(size)
     elif order == "tasks":
-        order_fn = task_balanced_order(_sample_tasks(dataset))
+        order_fn = task_balanced_order(sample_tasks)
     else:
         order_fn = storage_locality_order(dataset, global_batch, streams)
     end_step = steps if steps is not None else start_step + size // max(global_batch, 1)
-    first_order_fn = None
-    if curriculum_steps > 0:
-        if not curriculum_tasks:
-            raise ValueError("curriculum_steps > 0 needs curriculum_tasks (task-name patterns)")
-        first_order_fn = curriculum_order(_sample_tasks(dataset), curriculum_tasks)
+    first_order_fn = curriculum_order(sample_tasks, curriculum_tasks) if curriculum_steps > 0 else None
     sampler = StepBatchSampler(
         size, batch_size, seed=seed, start_step=start_step, end_step=end_step,
         rank=rank, world_size=world_size, order_fn=order_fn,

@@ -170,9 +170,11 @@ def _fresh_documents(
     action_tokenizer.fit(normalizer.normalize(ACTION_KEY, chunks))
     metas = store.episodes_meta()
     text_tokenizer = TextTokenizer.build([metas[e].instruction for e in train_eps])
+    # Computed once: it warns about patterns that drop nothing, and both the model and the spec need it.
+    state_indices = kept_state_indices(features.state_names, list(model_section.get("state_exclude") or ()))
     model_cfg = model_config_dict(
         model_section, features, text_tokenizer.vocab_size, action_tokenizer.vocab_size,
-        action_tokenizer.max_tokens, dataclass_fields(VLAConfig),
+        action_tokenizer.max_tokens, dataclass_fields(VLAConfig), state_indices,
     )  # fmt: skip
     model_cfg = VLAConfig.from_dict(model_cfg).to_dict()
     return {
@@ -193,7 +195,7 @@ def _fresh_documents(
             "state_dim": features.state_dim,
             "action_dim": features.action_dim,
             "state_names": features.state_names,
-            "state_indices": kept_state_indices(features.state_names, model_cfg.get("state_exclude") or ()),
+            "state_indices": state_indices,
             "action_names": features.action_names,
             "n_obs_steps": model_cfg["n_obs_steps"],
             "chunk_size": model_cfg["horizon"],

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vla.features import ACTION_KEY, STATE_KEY, camera_key, camera_name, kept_state_indices
+from vla.features import ACTION_KEY, STATE_KEY, camera_key, camera_name
 from vla.normalization import DEFAULT_MODE_BY_KIND, NormalizationError, Normalizer
 from vla.policy_spec import FeatureMismatchError
 
@@ -125,8 +125,10 @@ def model_config_dict(
     action_vocab_size: int,
     max_action_tokens: int,
     config_fields: set[str],
+    state_indices: list[int] | None,
 ) -> dict[str, Any]:
-    """The model section completed with what the data decides; a contradiction is an error."""
+    """The model section completed with what the data decides; a contradiction is an error.
+    ``state_indices``: the state entries the model reads (:func:`vla.features.kept_state_indices`)."""
     values = dict(model_section)
     unknown = sorted(set(values) - config_fields)
     if unknown:
@@ -134,11 +136,10 @@ def model_config_dict(
     height, width, _ = features.image_shape
     if height != width:
         raise FeatureMismatchError(f"the model takes square images; the store's are {height}x{width}")
-    kept = kept_state_indices(features.state_names, list(values.get("state_exclude") or ()))
     derived: dict[str, Any] = {
         "cameras": [camera_name(k) for k in features.camera_keys],
         "image_size": height,
-        "state_dim": features.state_dim if kept is None else len(kept),
+        "state_dim": features.state_dim if state_indices is None else len(state_indices),
         "action_dim": features.action_dim,
         "text_vocab_size": text_vocab_size,
         "action_vocab_size": action_vocab_size,
