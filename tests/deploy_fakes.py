@@ -19,6 +19,7 @@ class FakeSpec:
     action_dim: int = 2
     n_obs_steps: int = 1
     chunk_size: int = 8
+    replan_every: int | None = None  # None: the whole chunk
 
 
 class FakePolicy:

@@ -24,7 +24,7 @@ from vla.deploy.safety import StopRequest
 from vla.deploy.session import DeployRun, run_deploy, signal_exit_status
 from vla.policy_spec import FeatureMismatchError
 from vla_client.remote import Reconnect, RemoteInference
-from vla_client.requester import InferenceLost
+from vla_client.requester import InferenceLost, ThreadedInference
 
 SERVER = """
 import sys, time
@@ -175,3 +175,30 @@ def test_stop_request_mid_run_exits_128_plus_signal(tmp_path: Path) -> None:
         requester.close()
     report = json.loads(Path(cfg.stats).read_text())
     assert report["stopped_by"] == "signal:SIGTERM" and report["exit_status"] == 143
+
+
+@pytest.mark.parametrize(
+    ("spec_replan", "cfg_replan", "expected"), [(2, None, 2), (None, None, 8), (2, 4, 4)]
+)
+def test_deploy_replans_at_the_policys_own_interval_unless_told(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    spec_replan: int | None,
+    cfg_replan: int | None,
+    expected: int,
+) -> None:
+    from vla.deploy import session
+    from vla.policies.executor import ChunkExecutor
+
+    made: list[ChunkExecutor] = []
+    monkeypatch.setattr(
+        session, "ChunkExecutor", lambda *a, **k: made.append(ChunkExecutor(*a, **k)) or made[-1]
+    )
+    spec = FakeSpec(replan_every=spec_replan)  # chunk_size 8
+    requester = ThreadedInference(FakePolicy(spec).predict_chunk)
+    cfg = _cfg(tmp_path, episodes=1, max_steps=10, replan_every=cfg_replan)
+    try:
+        assert run_deploy(cfg, [], FakeRobot(), requester, spec, StopRequest()) == 0
+    finally:
+        requester.close()
+    assert [executor.replan_every for executor in made] == [expected]

@@ -88,8 +88,8 @@ def difficulty(task: str) -> str:
 
 # ----------------------------------------------------------------------------------- policies
 class _Spec:
-    def __init__(self, n_obs_steps: int = 1, chunk_size: int = 4) -> None:
-        self.n_obs_steps, self.chunk_size = n_obs_steps, chunk_size
+    def __init__(self, n_obs_steps: int = 1, chunk_size: int = 4, replan_every: int | None = None) -> None:
+        self.n_obs_steps, self.chunk_size, self.replan_every = n_obs_steps, chunk_size, replan_every
 
 
 class GoalSeeker:
@@ -247,6 +247,16 @@ def test_chunk_execution_paths_and_history_padding(replan_every: int, ensemble: 
     else:
         assert rows == steps
     assert max(len(b["instruction"]) for b in policy.batches) == 2
+
+
+@pytest.mark.parametrize(("own", "expected"), [(None, 4), (3, 3)])
+def test_the_policys_own_replan_interval_is_the_default(own: int | None, expected: int) -> None:
+    policy = GoalSeeker(n_obs_steps=1, chunk_size=4)
+    policy.spec.replan_every = own
+    report = evaluate(policy, ENV_CFG, tasks=["reach-left"], episodes_per_task=2, phrasings="train",
+                      num_envs=1, video_count=0, progress=False)  # fmt: skip
+    assert report.protocol["replan_every"] == expected
+    assert len(policy.batches) == sum(-(-e.length // expected) for e in report.episodes)
 
 
 def test_evaluate_checkpoint_records_hash_and_refuses_mismatched_features(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import pytest
 
 from vla.evaluation.api import evaluate
-from vla.policy_spec import FeatureMismatchError, PolicySpec, check_policy_features
+from vla.policy_spec import FeatureMismatchError, PolicySpec, check_policy_features, replan_interval
 
 FRONT, WRIST, STATE, ACTION = (
     "observation.images.front",
@@ -66,3 +67,12 @@ def test_action_names_are_compared_when_both_sides_have_them() -> None:
         check_policy_features(spec, shapes, {ACTION: ("y.vel", "x.vel")}, source="the robot")
     with pytest.raises(FeatureMismatchError, match="observation.state"):
         check_policy_features({"camera_keys": [FRONT], "image_shape": [8, 8, 3], "state_dim": 3}, shapes)
+
+
+def test_replan_interval_reads_the_policys_own_then_its_chunk() -> None:
+    spec = PolicySpec((FRONT,), (8, 8, 3), 2, 2, 1, 4)
+    assert replan_interval(spec, fallback=8) == 4  # the whole chunk
+    assert replan_interval(dataclasses.replace(spec, replan_every=2), fallback=8) == 2
+    assert replan_interval({"chunk_size": 4, "replan_every": 9}, fallback=8) == 4  # never past the chunk
+    assert replan_interval({"chunk_size": 4, "replan_every": 2}, fallback=8) == 2  # a server's spec dict
+    assert replan_interval(None, fallback=8) == 8

@@ -94,6 +94,20 @@ def test_act_requires_reset_then_replans(run_dir: Path) -> None:
     assert ensemble.act(_frame()).shape == (3,)
 
 
+def test_the_policys_replan_interval_is_saved_and_used(tmp_path: Path, run_dir: Path) -> None:
+    assert load_policy(run_dir, device="cpu").executor.replan_every == 4  # none set: the whole chunk
+    root = run_dir.parent
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VLA_CONFIG_ROOT", str(root / "cfg"))
+        args = ["dataset=tinyds", "policy=testtiny", "train.steps=1"]
+        own = train(train_config([*args, "policy.replan_every=3", f"out={tmp_path / 'own'}"])).run_dir
+        with pytest.raises(ValueError, match="replan_every=5.*4 actions"):
+            train(train_config([*args, "policy.replan_every=5", f"out={tmp_path / 'long'}"]))
+    policy = load_policy(own, device="cpu")
+    assert policy.spec.replan_every == 3 and policy.executor.replan_every == 3
+    assert load_policy(own, device="cpu", replan_every=1).executor.replan_every == 1  # the caller wins
+
+
 @pytest.mark.parametrize(
     ("change", "field", "message"),
     [

@@ -14,7 +14,9 @@ there is accepted here without an edit:
 - ``dataset``: the recording options of :class:`vla.envs.record.RecordOptions` plus ``name``,
   ``description`` and ``env`` (the env config the recipe records in);
 - ``policy``: ``model`` from :class:`vla.model.model.VLAConfig`, ``action_tokenizer`` (a name or a
-  mapping of options, checked by the training code that reads it), ``name`` and ``description``.
+  mapping of options, checked by the training code that reads it), ``replan_every`` (how many
+  actions of each chunk run before the next, saved in the checkpoint's spec), ``name`` and
+  ``description``.
   A policy file's ``train:`` section is the run's top-level ``train``
   (:class:`vla.train.config.TrainConfig`, see :mod:`vla.config`).
 
@@ -168,6 +170,8 @@ def policy_schema(section: Mapping[str, Any]) -> type:
         ("name", str, dataclasses.field(default=MISSING)),
         ("description", str, dataclasses.field(default=MISSING)),
         ("action_tokenizer", Any, dataclasses.field(default=MISSING)),  # a name or a mapping of options
+        # Actions executed from each chunk before the next is predicted (vla.policy_spec.PolicySpec).
+        ("replan_every", int, dataclasses.field(default=MISSING, metadata={GE: 1})),
         ("model", model, dataclasses.field(default_factory=model)),
     ]
     return dataclasses.make_dataclass("policy", fields)

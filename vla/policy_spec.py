@@ -51,6 +51,10 @@ class PolicySpec:
     state_names: tuple[str, ...] | None = None
     action_names: tuple[str, ...] | None = None
     state_indices: tuple[int, ...] | None = None  # the state entries the model reads (None: all)
+    # Actions executed from each chunk before the next is predicted (None: the whole chunk). Part of
+    # the recipe, like lerobot's n_action_steps: the same weights succeed far more often when they
+    # replan sooner (README, "What moved success").
+    replan_every: int | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PolicySpec:
@@ -157,6 +161,17 @@ def spec_field(spec: Any, name: str, default: Any = None) -> Any:
     ``default`` when the spec lacks it or holds None."""
     value = spec.get(name) if isinstance(spec, Mapping) else getattr(spec, name, None)
     return default if value is None else value
+
+
+def replan_interval(spec: Any, fallback: int) -> int:
+    """Actions to execute from each chunk of a policy with ``spec`` before asking for the next: the
+    policy's own ``replan_every``, else its whole chunk, else ``fallback`` (a spec without either)."""
+    chunk_size = spec_field(spec, "chunk_size")
+    value = spec_field(spec, "replan_every", chunk_size)
+    value = fallback if value is None else int(value)
+    if chunk_size is not None:
+        value = min(value, int(chunk_size))  # a chunk cannot give more actions than it holds
+    return max(1, value)
 
 
 def _shape_text(shape: Sequence[int] | None, names: Sequence[str] | None) -> str:

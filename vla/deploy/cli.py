@@ -1,7 +1,7 @@
 """``vla deploy``: run a policy on a robot in a fixed-rate control loop.
 
     vla deploy checkpoint=<dir> robot=sim env=<config> task=<task> hz=50 [episodes=1] [seed=...]
-               [server=ws://host:port] [device=auto] [precision=auto|fp32|bf16|int8] [replan_every=8] [prefetch=auto] [temporal_ensemble=M]
+               [server=ws://host:port] [device=auto] [precision=auto|fp32|bf16|int8] [replan_every=<policy's>] [prefetch=auto] [temporal_ensemble=M]
                [max_delta=X] [watchdog_observation_ms=100] [watchdog_plan_ms=1000] [stats=deploy_stats.json]
 
 ``checkpoint`` may be a ``vla train`` checkpoint, a lerobot ``pretrained_model`` folder or a ``vla
@@ -51,7 +51,7 @@ class DeployCommand:
     max_steps: int | None = at_least(None, 1)
     device: str = "auto"
     precision: str = "auto"
-    replan_every: int = at_least(8, 1)
+    replan_every: int | None = at_least(None, 1)  # None: the policy's own (its spec's replan_every)
     prefetch: Any = "auto"  # "auto" or steps ahead (int)
     temporal_ensemble: float | None = above(None, 0.0)
     max_delta: float | None = above(None, 0.0)  # the safety rate limit per step (None: none)

@@ -33,8 +33,8 @@ from vla.deploy.loop import LoopConfig, run_loop
 from vla.deploy.robot import FeatureMap, declared_features
 from vla.deploy.safety import ActionFilter, StopRequest, Watchdog
 from vla.machine import machine_info
-from vla.policies.executor import ChunkExecutor
-from vla.policy_spec import check_policy_features, spec_field
+from vla.policies.executor import DEFAULT_REPLAN_EVERY, ChunkExecutor
+from vla.policy_spec import check_policy_features, replan_interval, spec_field
 from vla_client.requester import InferenceLost
 
 
@@ -77,8 +77,9 @@ def run_episodes(cfg: Any, robot: Any, requester: Any, spec: Any, stop: StopRequ
     error); ``run`` then holds the episodes finished before it.
     """
     n_obs_steps = int(spec_field(spec, "n_obs_steps", 1))
-    chunk_size = int(spec_field(spec, "chunk_size", cfg.replan_every))
-    executor = ChunkExecutor(int(cfg.replan_every), cfg.temporal_ensemble)
+    replan_every = int(cfg.replan_every or replan_interval(spec, DEFAULT_REPLAN_EVERY))
+    chunk_size = int(spec_field(spec, "chunk_size", replan_every))
+    executor = ChunkExecutor(replan_every, cfg.temporal_ensemble)
     planner = ChunkPlanner(requester, executor, n_obs_steps=n_obs_steps, prefetch=0)
     low, high = robot.action_bounds if hasattr(robot, "action_bounds") else (None, None)
     action_filter = ActionFilter(low, high, cfg.max_delta)
@@ -103,7 +104,7 @@ def run_episodes(cfg: Any, robot: Any, requester: Any, spec: Any, stop: StopRequ
             planner.warmup(features.to_observation(robot.get_observation(), instruction))
             if cfg.prefetch == "auto":
                 planner.prefetch = auto_prefetch(
-                    planner.latencies_s[-1], float(cfg.hz), int(cfg.replan_every), chunk_size
+                    planner.latencies_s[-1], float(cfg.hz), replan_every, chunk_size
                 )
             else:
                 planner.prefetch = int(cfg.prefetch)

@@ -15,17 +15,9 @@ from vla.evaluation.results import EpisodeResult, EvalReport, summarize
 from vla.evaluation.rollouts import roll_out
 from vla.evaluation.run import RolloutSettings, check_env_fit
 from vla.evaluation.videos import VideoSampler
-from vla.policies.executor import ChunkExecutor
+from vla.policies.executor import DEFAULT_REPLAN_EVERY
+from vla.policy_spec import replan_interval
 from vla.progress import progress_bar
-
-DEFAULT_REPLAN_EVERY = ChunkExecutor().replan_every  # one default, owned by the executor
-
-
-def _default_replan(policy: Any) -> int:
-    """Execute a whole chunk before replanning (what the report then records), else the executor's default."""
-    chunk_size = getattr(getattr(policy, "spec", None), "chunk_size", None)
-    return int(chunk_size) if isinstance(chunk_size, int) and chunk_size > 0 else DEFAULT_REPLAN_EVERY
-
 
 DEFAULT_VIDEO_FPS = 20  # for envs that declare no metadata["render_fps"]
 
@@ -104,7 +96,8 @@ def evaluate(
     ``policy`` is anything with ``spec`` (``n_obs_steps``) and stateless ``predict_chunks``. Seeds come
     from :func:`vla.seeds.eval_seeds`; each seed is run under every phrasing set of ``phrasings``
     (``train``, ``heldout`` or ``both``). Actions are executed by one ChunkExecutor per env slot
-    (``replan_every`` steps per chunk, or ACT temporal ensembling with weight ``temporal_ensemble``).
+    (``replan_every`` steps per chunk, by default the policy's own: :func:`vla.policy_spec.replan_interval`;
+    or ACT temporal ensembling with weight ``temporal_ensemble``).
     With ``out_dir`` the report is also written there: report.json, report.md, success.png and up to
     ``video_count`` MP4s under videos/.
     """
@@ -115,7 +108,11 @@ def evaluate(
     selected, all_tasks = resolve_tasks(env, tasks)
     check_env_fit(policy, env, selected[0])  # a policy for other features fails here, not per episode
     phrasing_list = P.phrasings_of(phrasings)
-    replan = _default_replan(policy) if replan_every is None else int(replan_every)
+    replan = (
+        replan_interval(getattr(policy, "spec", None), DEFAULT_REPLAN_EVERY)
+        if replan_every is None
+        else int(replan_every)
+    )
     seeds = P.seeds_per_task(selected, episodes_per_task, all_tasks)
     plan = P.episode_plan(seeds, phrasing_list)
     out = Path(out_dir) if out_dir is not None else None

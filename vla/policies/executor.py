@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# For a policy whose spec names neither replan_every nor a chunk size (vla.policy_spec.replan_interval).
+DEFAULT_REPLAN_EVERY = 8
+
 
 @dataclass
 class ChunkExecutor:
     """Feed chunks with :meth:`push_chunk` whenever :meth:`needs_chunk` is true; read :meth:`next_action`."""
 
-    replan_every: int = 8
+    replan_every: int = DEFAULT_REPLAN_EVERY
     temporal_ensemble: float | None = None  # ACT's m; None disables ensembling
     _queue: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
     # Ensembling: chunks still covering future steps, as (chunk, index of the next step it predicts).

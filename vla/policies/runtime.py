@@ -32,8 +32,8 @@ from vla.features import ACTION_KEY, INSTRUCTION_KEY, STATE_KEY
 from vla.inputs import encode_text, model_state, to_model_inputs
 from vla.model.inference_weights import PRECISIONS, check_precision
 from vla.normalization import Normalizer
-from vla.policies.executor import ChunkExecutor
-from vla.policy_spec import TIMESTAMP_KEY, ObservationError, PolicySpec, check_batch
+from vla.policies.executor import DEFAULT_REPLAN_EVERY, ChunkExecutor
+from vla.policy_spec import TIMESTAMP_KEY, ObservationError, PolicySpec, check_batch, replan_interval
 
 
 class Policy:
@@ -63,7 +63,8 @@ class Policy:
         self.max_age_s = max_age_s
         self.decode_errors = 0  # chunks the action tokenizer had to repair or reject
         self.executor = ChunkExecutor(
-            replan_every=replan_every or spec.chunk_size, temporal_ensemble=temporal_ensemble
+            replan_every=replan_every or replan_interval(spec, DEFAULT_REPLAN_EVERY),
+            temporal_ensemble=temporal_ensemble,
         )
         self._instruction: str | None = None
         self._history: deque[dict[str, np.ndarray]] = deque(maxlen=spec.n_obs_steps)
@@ -242,7 +243,7 @@ def load_policy(
 ) -> Policy:
     """Load a checkpoint (or a run directory: its latest checkpoint) as a :class:`Policy`.
 
-    ``device="auto"`` picks CUDA when available. ``replan_every`` (default: the chunk size) and
+    ``device="auto"`` picks CUDA when available. ``replan_every`` (default: the policy's own, else its chunk size) and
     ``temporal_ensemble`` configure :meth:`Policy.act`; ``max_age_s`` refuses observations whose
     ``timestamp`` is older. ``use_ema=False`` loads the raw training weights instead of the EMA ones.
     ``precision`` picks the inference weights: ``auto`` (fp32; bf16 autocast on CUDA), ``fp32``,

@@ -144,6 +144,17 @@ def _train_sections(cfg: DictConfig) -> tuple[TrainConfig, list[str]]:
     return TrainConfig.from_sections(_plain(cfg.get("train")))
 
 
+def _replan_every(value: Any, horizon: int) -> int | None:
+    """The policy's ``replan_every`` (None: the whole chunk), refused when a chunk cannot supply it."""
+    if value is None:
+        return None
+    if not 1 <= int(value) <= horizon:
+        raise ValueError(
+            f"policy replan_every={value}: must be between 1 and the chunk's {horizon} actions (model.horizon)"
+        )
+    return int(value)
+
+
 def _fresh_documents(
     cfg: DictConfig, store: Any, features: DataFeatures, tc: TrainConfig, stats: Any, train_eps: list[int]
 ) -> dict[str, Any]:
@@ -199,6 +210,7 @@ def _fresh_documents(
             "action_names": features.action_names,
             "n_obs_steps": model_cfg["n_obs_steps"],
             "chunk_size": model_cfg["horizon"],
+            "replan_every": _replan_every(policy.get("replan_every"), int(model_cfg["horizon"])),
             "fps": features.fps,
             "features": features.shapes(),
         },
