@@ -108,6 +108,18 @@ def test_the_policys_replan_interval_is_saved_and_used(tmp_path: Path, run_dir: 
     assert load_policy(own, device="cpu", replan_every=1).executor.replan_every == 1  # the caller wins
 
 
+def test_word_dropout_trains_and_unknown_words_then_read_as_unk(tmp_path: Path, run_dir: Path) -> None:
+    assert load_policy(run_dir, device="cpu").text_tokenizer.byte_fallback  # the default: bytes
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VLA_CONFIG_ROOT", str(run_dir.parent / "cfg"))
+        args = ["dataset=tinyds", "policy=testtiny", "train.steps=2", "train.word_dropout=0.3"]
+        run = train(train_config([*args, f"out={tmp_path / 'wd'}"])).run_dir
+    policy = load_policy(run, device="cpu")
+    assert not policy.text_tokenizer.byte_fallback
+    assert policy.text_tokenizer.token_ids("zzq the red cube")[1] == 1  # UNK, what the dropout trained
+    assert policy.predict_chunk({**_frame(), "instruction": "zzq the red cube"}).shape == (4, 3)
+
+
 @pytest.mark.parametrize(
     ("change", "field", "message"),
     [

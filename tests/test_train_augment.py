@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from vla.train.augment import random_shift
+from vla.model.text_tokenizer import BOS_ID, PAD_ID, UNK_ID, TextTokenizer
+from vla.train.augment import drop_words, random_shift
 
 
 def test_zero_pad_is_identity():
@@ -31,3 +32,28 @@ def test_seeded_generator_is_deterministic():
     a = random_shift(images, 2, torch.Generator().manual_seed(7))
     b = random_shift(images, 2, torch.Generator().manual_seed(7))
     assert torch.equal(a, b)
+
+
+def test_word_dropout_replaces_only_vocabulary_words_by_unk():
+    tokenizer = TextTokenizer.build(["pick up the red block", "press the blue button"])
+    tokens, _ = tokenizer.encode(["pick up the red block", "press the zzq button"] * 200, 12)
+    assert tokens[1].tolist().count(BOS_ID) == 1 and (tokens[1] < 259).sum() > 3  # "zzq" as bytes
+    out = drop_words(tokens, 0.25, torch.Generator().manual_seed(0))
+    changed = out != tokens
+    assert changed.any() and bool((out[changed] == UNK_ID).all())
+    # BOS, padding and byte tokens are never touched; about a quarter of the words are.
+    assert bool((tokens[changed] >= 259).all())
+    assert not changed[tokens == PAD_ID].any() and not changed[tokens == BOS_ID].any()
+    words = tokens >= 259
+    assert 0.2 < changed.sum().item() / words.sum().item() < 0.3
+    assert torch.equal(out, drop_words(tokens, 0.25, torch.Generator().manual_seed(0)))  # seeded
+    assert drop_words(tokens, 0.0) is tokens
+
+
+def test_without_byte_fallback_unknown_words_read_as_unk():
+    tokenizer = TextTokenizer.build(["put the red block on the plate"], byte_fallback=False)
+    ids = tokenizer.token_ids("drop the red cube on the plate")
+    assert (
+        ids[0] == BOS_ID and ids[1] == UNK_ID and ids.count(UNK_ID) == 2 and len(ids) == 8
+    )  # one id per word
+    assert TextTokenizer.from_dict(tokenizer.to_dict()).token_ids("drop the red cube") == ids[:5]

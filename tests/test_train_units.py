@@ -70,6 +70,8 @@ def test_train_config_rejects_unknown_and_bad_values() -> None:
     curriculum, _ = TrainConfig.from_sections({"curriculum_steps": 100, "curriculum_tasks": ["*reach-*"]})
     assert curriculum.curriculum_tasks == ("*reach-*",)
     assert curriculum.to_dict()["curriculum_tasks"] == ["*reach-*"]
+    with pytest.raises(ValueError, match="train.word_dropout"):
+        TrainConfig.from_sections({"word_dropout": 1.0})  # every word gone: nothing left to read
 
 
 def _trained_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:

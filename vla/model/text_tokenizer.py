@@ -2,8 +2,9 @@
 
 Nothing is downloaded: the vocabulary is built from the training instructions (lower-cased, words and
 punctuation split apart) and saved in the checkpoint as JSON. A word outside the vocabulary is spelled
-as UTF-8 byte tokens, so no instruction is ever reduced to UNK; UNK remains only for dicts saved
-with ``byte_fallback=False``.
+as UTF-8 byte tokens, so no instruction is ever reduced to UNK; UNK is used instead (one per unknown
+word) by tokenizers built with ``byte_fallback=False``, which training with word dropout does
+(``train.word_dropout``: the model then learns what UNK means).
 
 Ids: ``PAD=0``, ``UNK=1``, ``BOS=2`` (every sequence starts with it, so no sequence is empty), then
 256 byte ids, then words by decreasing frequency (ties alphabetical, so builds are reproducible).
@@ -27,6 +28,11 @@ _BYTE_OFFSET = 3
 _NUM_BYTES = 256
 _FIRST_WORD_ID = _BYTE_OFFSET + _NUM_BYTES
 _WORD_RE = re.compile(r"\w+|[^\w\s]")
+
+
+def word_mask(tokens: torch.Tensor) -> torch.Tensor:
+    """Where ``tokens`` (any shape of ids) hold a vocabulary word, not PAD, UNK, BOS or a byte."""
+    return tokens >= _FIRST_WORD_ID
 
 
 def split_words(text: str) -> list[str]:
@@ -58,14 +64,19 @@ class TextTokenizer:
 
     @classmethod
     def build(
-        cls, instructions: Iterable[str], max_vocab_size: int = 512, min_count: int = 1
+        cls,
+        instructions: Iterable[str],
+        max_vocab_size: int = 512,
+        min_count: int = 1,
+        byte_fallback: bool = True,
     ) -> TextTokenizer:
-        """A vocabulary of the most frequent words in ``instructions``, ``vocab_size <= max_vocab_size``."""
+        """A vocabulary of the most frequent words in ``instructions``, ``vocab_size <= max_vocab_size``;
+        ``byte_fallback=False`` maps every other word to UNK (what word dropout trains the model on)."""
         if max_vocab_size < _FIRST_WORD_ID:
             raise ValueError(f"max_vocab_size must be at least {_FIRST_WORD_ID} (specials + 256 bytes)")
         counts = Counter(w for text in instructions for w in split_words(text))
         ranked = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
-        return cls(ranked[: max_vocab_size - _FIRST_WORD_ID])
+        return cls(ranked[: max_vocab_size - _FIRST_WORD_ID], byte_fallback=byte_fallback)
 
     def token_ids(self, text: str, limit: int | None = None) -> list[int]:
         """The ids of one instruction, BOS first, without padding; at most ``limit`` of them.

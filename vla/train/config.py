@@ -54,6 +54,10 @@ class TrainConfig:
     # every task, it never does (vla.data.loader.curriculum_order).
     curriculum_tasks: tuple[str, ...] = ()
     curriculum_steps: int = 0
+    # Word dropout: each vocabulary word of a training instruction becomes UNK with this probability
+    # (vla.train.augment.drop_words). A new run with it reads words outside its vocabulary as UNK
+    # (no byte fallback), so phrasings with unseen words look like the dropped-out ones it trained on.
+    word_dropout: float = 0.0
 
     @classmethod
     def from_sections(cls, *sections: Mapping[str, Any] | None) -> tuple[TrainConfig, list[str]]:
@@ -92,6 +96,8 @@ class TrainConfig:
                 f"train.curriculum_steps must be >= 0 and, when > 0, needs train.curriculum_tasks; got "
                 f"{self.curriculum_steps} with {list(self.curriculum_tasks)}"
             )
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise ValueError(f"train.word_dropout must be in [0, 1), got {self.word_dropout}")
         if self.warmup_steps < 0 or self.num_workers < 0 or self.eval_every < 0:
             raise ValueError("train.warmup_steps, train.num_workers and train.eval_every must be >= 0")
 

@@ -24,7 +24,7 @@ from vla import checkpoint as ckpt
 from vla.devices import resolve_device
 from vla.inputs import to_model_inputs
 from vla.progress import progress_bar
-from vla.train.augment import random_shift
+from vla.train.augment import drop_words, random_shift
 from vla.train.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
 from vla.train.ema import EMA
 from vla.train.hooks import Evaluator, MetricsLog, evaluate_in_simulation
@@ -165,6 +165,11 @@ def _train(
                     (tc.seed * 1_000_003 + dist_info.rank) * 10_000_019 + step
                 )
                 obs["images"] = random_shift(obs["images"], tc.augment_shift, shift_rng)
+            if tc.word_dropout:
+                word_rng = torch.Generator().manual_seed(  # its own stream, also resumable
+                    ((tc.seed * 1_000_003 + dist_info.rank) * 10_000_019 + step) * 7 + 1
+                )
+                obs["text_tokens"] = drop_words(obs["text_tokens"], tc.word_dropout, word_rng)
             tokens, mask = batch["action_tokens"].to(device), batch["token_mask"].to(device)
             with _autocast(device, tc.amp):
                 loss = loss_module(obs, tokens, mask)

@@ -180,7 +180,10 @@ def _fresh_documents(
     action_tokenizer = make_action_tokenizer(tokenizer_name, **tokenizer_options)
     action_tokenizer.fit(normalizer.normalize(ACTION_KEY, chunks))
     metas = store.episodes_meta()
-    text_tokenizer = TextTokenizer.build([metas[e].instruction for e in train_eps])
+    # With word dropout an unknown word reads as UNK, the token the dropout trains (else its bytes).
+    text_tokenizer = TextTokenizer.build(
+        [metas[e].instruction for e in train_eps], byte_fallback=not tc.word_dropout
+    )
     # Computed once: it warns about patterns that drop nothing, and both the model and the spec need it.
     state_indices = kept_state_indices(features.state_names, list(model_section.get("state_exclude") or ()))
     model_cfg = model_config_dict(
