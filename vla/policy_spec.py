@@ -23,6 +23,9 @@ import numpy as np
 from vla.features import ACTION_KEY, INSTRUCTION_KEY, STATE_KEY
 
 TIMESTAMP_KEY = "timestamp"
+# Actions per chunk for a policy whose spec names neither replan_every nor a chunk size
+# (replan_interval), and ChunkExecutor's default.
+DEFAULT_REPLAN_EVERY = 8
 
 
 class ObservationError(ValueError):
@@ -163,7 +166,7 @@ def spec_field(spec: Any, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-def replan_interval(spec: Any, fallback: int) -> int:
+def replan_interval(spec: Any, fallback: int = DEFAULT_REPLAN_EVERY) -> int:
     """Actions to execute from each chunk of a policy with ``spec`` before asking for the next: the
     policy's own ``replan_every``, else its whole chunk, else ``fallback`` (a spec without either)."""
     chunk_size = spec_field(spec, "chunk_size")

@@ -33,7 +33,7 @@ from vla.deploy.loop import LoopConfig, run_loop
 from vla.deploy.robot import FeatureMap, declared_features
 from vla.deploy.safety import ActionFilter, StopRequest, Watchdog
 from vla.machine import machine_info
-from vla.policies.executor import DEFAULT_REPLAN_EVERY, ChunkExecutor
+from vla.policies.executor import ChunkExecutor
 from vla.policy_spec import check_policy_features, replan_interval, spec_field
 from vla_client.requester import InferenceLost
 
@@ -77,7 +77,7 @@ def run_episodes(cfg: Any, robot: Any, requester: Any, spec: Any, stop: StopRequ
     error); ``run`` then holds the episodes finished before it.
     """
     n_obs_steps = int(spec_field(spec, "n_obs_steps", 1))
-    replan_every = int(cfg.replan_every or replan_interval(spec, DEFAULT_REPLAN_EVERY))
+    replan_every = int(cfg.replan_every or replan_interval(spec))
     chunk_size = int(spec_field(spec, "chunk_size", replan_every))
     executor = ChunkExecutor(replan_every, cfg.temporal_ensemble)
     planner = ChunkPlanner(requester, executor, n_obs_steps=n_obs_steps, prefetch=0)

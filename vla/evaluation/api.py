@@ -15,7 +15,6 @@ from vla.evaluation.results import EpisodeResult, EvalReport, summarize
 from vla.evaluation.rollouts import roll_out
 from vla.evaluation.run import RolloutSettings, check_env_fit
 from vla.evaluation.videos import VideoSampler
-from vla.policies.executor import DEFAULT_REPLAN_EVERY
 from vla.policy_spec import replan_interval
 from vla.progress import progress_bar
 
@@ -108,11 +107,7 @@ def evaluate(
     selected, all_tasks = resolve_tasks(env, tasks)
     check_env_fit(policy, env, selected[0])  # a policy for other features fails here, not per episode
     phrasing_list = P.phrasings_of(phrasings)
-    replan = (
-        replan_interval(getattr(policy, "spec", None), DEFAULT_REPLAN_EVERY)
-        if replan_every is None
-        else int(replan_every)
-    )
+    replan = replan_interval(getattr(policy, "spec", None)) if replan_every is None else int(replan_every)
     seeds = P.seeds_per_task(selected, episodes_per_task, all_tasks)
     plan = P.episode_plan(seeds, phrasing_list)
     out = Path(out_dir) if out_dir is not None else None

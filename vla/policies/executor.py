@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# For a policy whose spec names neither replan_every nor a chunk size (vla.policy_spec.replan_interval).
-DEFAULT_REPLAN_EVERY = 8
+from vla.policy_spec import DEFAULT_REPLAN_EVERY
 
 
 @dataclass

@@ -32,7 +32,7 @@ from vla.features import ACTION_KEY, INSTRUCTION_KEY, STATE_KEY
 from vla.inputs import encode_text, model_state, to_model_inputs
 from vla.model.inference_weights import PRECISIONS, check_precision
 from vla.normalization import Normalizer
-from vla.policies.executor import DEFAULT_REPLAN_EVERY, ChunkExecutor
+from vla.policies.executor import ChunkExecutor
 from vla.policy_spec import TIMESTAMP_KEY, ObservationError, PolicySpec, check_batch, replan_interval
 
 
@@ -63,7 +63,7 @@ class Policy:
         self.max_age_s = max_age_s
         self.decode_errors = 0  # chunks the action tokenizer had to repair or reject
         self.executor = ChunkExecutor(
-            replan_every=replan_every or replan_interval(spec, DEFAULT_REPLAN_EVERY),
+            replan_every=replan_every or replan_interval(spec),
             temporal_ensemble=temporal_ensemble,
         )
         self._instruction: str | None = None

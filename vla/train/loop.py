@@ -159,16 +159,13 @@ def _train(
             lr = lr_at(step, tc.lr, tc.warmup_steps, tc.steps, tc.min_lr_ratio)
             set_lr(optimizer, lr)
             obs = to_model_inputs(batch, device)
+            # Augmentations are seeded by (seed, rank, step) so a resumed run draws the same ones.
+            step_seed = (tc.seed * 1_000_003 + dist_info.rank) * 10_000_019 + step
             if tc.augment_shift:
-                # Seeded by (seed, rank, step) so a resumed run draws the same shifts.
-                shift_rng = torch.Generator().manual_seed(
-                    (tc.seed * 1_000_003 + dist_info.rank) * 10_000_019 + step
-                )
+                shift_rng = torch.Generator().manual_seed(step_seed)
                 obs["images"] = random_shift(obs["images"], tc.augment_shift, shift_rng)
             if tc.word_dropout:
-                word_rng = torch.Generator().manual_seed(  # its own stream, also resumable
-                    ((tc.seed * 1_000_003 + dist_info.rank) * 10_000_019 + step) * 7 + 1
-                )
+                word_rng = torch.Generator().manual_seed(step_seed * 7 + 1)  # a stream of its own
                 obs["text_tokens"] = drop_words(obs["text_tokens"], tc.word_dropout, word_rng)
             tokens, mask = batch["action_tokens"].to(device), batch["token_mask"].to(device)
             with _autocast(device, tc.amp):
