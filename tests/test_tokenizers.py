@@ -15,7 +15,7 @@ from vla.model.action_tokenizers import (
     make_action_tokenizer,
 )
 from vla.model.bpe import BytePairEncoding, _merge, dct_matrix
-from vla.model.text_tokenizer import BOS_ID, PAD_ID, TextTokenizer
+from vla.model.text_tokenizer import BOS_ID, PAD_ID, UNK_ID, TextTokenizer
 
 HORIZON, DIMS = 8, 4
 
@@ -165,8 +165,25 @@ def test_bpe_merges_runs_left_to_right():
 
 
 # -- text --------------------------------------------------------------------------------------
+def test_text_tokenizer_hides_unknown_words_by_default():
+    tok = TextTokenizer.build(["touch the red block", "press the blue button"])
+    tokens, is_pad = tok.encode(["tap the red block", "zzq zzq"], max_len=6)
+    assert tokens[0].tolist()[:2] == [BOS_ID, UNK_ID] and is_pad[0].tolist() == [
+        False,
+        True,
+        False,
+        False,
+        False,
+        True,
+    ]
+    assert is_pad[1].tolist() == [False] + [True] * 5  # only BOS left: never an empty sequence
+    assert not TextTokenizer.from_dict(tok.to_dict()).byte_fallback
+    assert TextTokenizer.from_dict({"kind": "word", "words": ["a"]}).byte_fallback  # saved before: bytes
+
+
 def test_text_tokenizer_builds_encodes_and_falls_back_to_bytes():
-    tok = TextTokenizer.build(["Touch the red block.", "touch the BLUE block!", "touch the green block"])
+    instructions = ["Touch the red block.", "touch the BLUE block!", "touch the green block"]
+    tok = TextTokenizer.build(instructions, byte_fallback=True)
     assert {"touch", "the", "red", "blue", "block", "."} <= set(tok.words)
     tokens, is_pad = tok.encode(["touch the red block.", "Touch the purple block"], max_len=12)
     assert tokens.shape == (2, 12) and tokens.dtype == torch.long
@@ -181,7 +198,7 @@ def test_text_tokenizer_builds_encodes_and_falls_back_to_bytes():
 
 def test_text_tokenizer_round_trips_json_and_caps_vocab():
     instructions = [f"word{i} " * (i + 1) for i in range(400)]
-    tok = TextTokenizer.build(instructions, max_vocab_size=300)
+    tok = TextTokenizer.build(instructions, max_vocab_size=300, byte_fallback=True)
     assert tok.vocab_size == 300
     assert tok.words[0] == "word399"  # most frequent first
     restored = TextTokenizer.from_dict(json.loads(json.dumps(tok.to_dict())))

@@ -54,9 +54,9 @@ class TrainConfig:
     # every task, it never does (vla.data.loader.curriculum_order).
     curriculum_tasks: tuple[str, ...] = ()
     curriculum_steps: int = 0
-    # Word dropout: each vocabulary word of a training instruction becomes UNK with this probability
-    # (vla.train.augment.drop_words). A new run with it reads words outside its vocabulary as UNK
-    # (no byte fallback), so phrasings with unseen words look like the dropped-out ones it trained on.
+    # Word dropout: each word of a training instruction is hidden from the model with this
+    # probability, unless the words left would also fit another task's instruction
+    # (vla.train.augment.WordDropout). Unknown words are hidden the same way at inference.
     word_dropout: float = 0.0
 
     @classmethod

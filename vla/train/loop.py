@@ -24,7 +24,7 @@ from vla import checkpoint as ckpt
 from vla.devices import resolve_device
 from vla.inputs import to_model_inputs
 from vla.progress import progress_bar
-from vla.train.augment import drop_words, random_shift
+from vla.train.augment import random_shift
 from vla.train.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
 from vla.train.ema import EMA
 from vla.train.hooks import Evaluator, MetricsLog, evaluate_in_simulation
@@ -164,9 +164,9 @@ def _train(
             if tc.augment_shift:
                 shift_rng = torch.Generator().manual_seed(step_seed)
                 obs["images"] = random_shift(obs["images"], tc.augment_shift, shift_rng)
-            if tc.word_dropout:
+            if data.word_dropout is not None:
                 word_rng = torch.Generator().manual_seed(step_seed * 7 + 1)  # a stream of its own
-                obs["text_tokens"] = drop_words(obs["text_tokens"], tc.word_dropout, word_rng)
+                obs["text_is_pad"] = data.word_dropout(obs["text_tokens"], obs["text_is_pad"], word_rng)
             tokens, mask = batch["action_tokens"].to(device), batch["token_mask"].to(device)
             with _autocast(device, tc.amp):
                 loss = loss_module(obs, tokens, mask)

@@ -24,6 +24,7 @@ from vla.data.loader import StepBatchSampler, make_dataloader
 from vla.features import ACTION_KEY, STATE_KEY, camera_name, kept_state_indices
 from vla.inputs import Collator
 from vla.normalization import Normalizer
+from vla.train.augment import WordDropout
 from vla.train.config import TrainConfig
 from vla.train.distributed import DistInfo
 from vla.train.setup import (
@@ -82,6 +83,7 @@ class RunData:
     val_loader: Callable[[], DataLoader]
     has_validation: bool
     epoch_of: Callable[[int], int]
+    word_dropout: WordDropout | None = None
 
 
 def _plain(node: Any) -> dict[str, Any]:
@@ -180,10 +182,7 @@ def _fresh_documents(
     action_tokenizer = make_action_tokenizer(tokenizer_name, **tokenizer_options)
     action_tokenizer.fit(normalizer.normalize(ACTION_KEY, chunks))
     metas = store.episodes_meta()
-    # With word dropout an unknown word reads as UNK, the token the dropout trains (else its bytes).
-    text_tokenizer = TextTokenizer.build(
-        [metas[e].instruction for e in train_eps], byte_fallback=not tc.word_dropout
-    )
+    text_tokenizer = TextTokenizer.build([metas[e].instruction for e in train_eps])  # unknown words hidden
     # Computed once: it warns about patterns that drop nothing, and both the model and the spec need it.
     state_indices = kept_state_indices(features.state_names, list(model_section.get("state_exclude") or ()))
     model_cfg = model_config_dict(
@@ -222,7 +221,7 @@ def _fresh_documents(
 
 def prepare_run(cfg: DictConfig, run_dir: Path, dist_info: DistInfo, device: torch.device) -> RunData:
     """Open the data, fit or restore normalization and tokenizers, build the model and loaders."""
-    from vla.data.dataset import TrajectoryDataset, split_episodes
+    from vla.data.dataset import TrajectoryDataset, episode_task, split_episodes
     from vla.data.store import TrajectoryStore
     from vla.data.windows import WindowSpec
     from vla.model.action_tokenizers import action_tokenizer_from_state_dict
@@ -291,10 +290,17 @@ def prepare_run(cfg: DictConfig, run_dir: Path, dist_info: DistInfo, device: tor
         return DataLoader(subset, batch_size=tc.batch_size, generator=generator, collate_fn=collator,
                           pin_memory=device.type == "cuda")  # fmt: skip
 
+    word_dropout = None
+    if tc.word_dropout:
+        metas = store.episodes_meta()
+        word_dropout = WordDropout.build(
+            tc.word_dropout, [metas[e].instruction for e in train_eps], [episode_task(metas[e]) for e in train_eps],
+            text_tokenizer, model_cfg.max_text_len,
+        )  # fmt: skip
     return RunData(
         train_config=tc, model=model, documents=documents, resume_from=resume_from,
         train_loader=train_loader, val_loader=val_loader, has_validation=val_set is not None and len(val_set) > 0,
-        epoch_of=probe.epoch_of,
+        epoch_of=probe.epoch_of, word_dropout=word_dropout,
     )  # fmt: skip
 
 
