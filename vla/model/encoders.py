@@ -282,9 +282,10 @@ class InstructionPool(nn.Module):
 
     Each of ``heads`` learned queries scores every token, so each pooled part is dominated by the
     words that decide the task and barely moved by filler words, which a plain mean would average in
-    with equal weight (padding, and the unknown words a tokenizer hides, get no weight at all). Several queries, why:
-    one weighted average has to carry the colour, the object and the verb at once; measured on the
-    20-task suite, one query grounded the colour but confused "the red block" with "the red button"."""
+    with equal weight (padding, and the unknown words a tokenizer hides, get no weight at all).
+    Several queries, why: one weighted average has to carry the colour, the object and the verb at
+    once; measured on the 20-task suite, one query grounded the colour but confused "the red block"
+    with "the red button"."""
 
     def __init__(self, n_embd: int, heads: int = 4):
         super().__init__()

@@ -221,7 +221,7 @@ def _fresh_documents(
 
 def prepare_run(cfg: DictConfig, run_dir: Path, dist_info: DistInfo, device: torch.device) -> RunData:
     """Open the data, fit or restore normalization and tokenizers, build the model and loaders."""
-    from vla.data.dataset import TrajectoryDataset, episode_task, split_episodes
+    from vla.data.dataset import TrajectoryDataset, split_episodes
     from vla.data.store import TrajectoryStore
     from vla.data.windows import WindowSpec
     from vla.model.action_tokenizers import action_tokenizer_from_state_dict
@@ -291,11 +291,10 @@ def prepare_run(cfg: DictConfig, run_dir: Path, dist_info: DistInfo, device: tor
                           pin_memory=device.type == "cuda")  # fmt: skip
 
     word_dropout = None
-    if tc.word_dropout:
-        metas = store.episodes_meta()
+    if tc.word_dropout:  # the training set has already read every episode's instruction and task
         word_dropout = WordDropout.build(
-            tc.word_dropout, [metas[e].instruction for e in train_eps], [episode_task(metas[e]) for e in train_eps],
-            text_tokenizer, model_cfg.max_text_len,
+            tc.word_dropout, [train_set.instructions[e] for e in train_eps],
+            [train_set.episode_tasks[e] for e in train_eps], text_tokenizer, model_cfg.max_text_len,
         )  # fmt: skip
     return RunData(
         train_config=tc, model=model, documents=documents, resume_from=resume_from,
