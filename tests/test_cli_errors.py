@@ -103,6 +103,10 @@ def test_eval_reports_bad_input_in_one_line(checkpoint: Path, tmp_path: Path, ca
     assert "episodes_per_task=-3: must be >= 1" in _fails(capsys, [*scripted, "episodes_per_task=-3"], code=2)
     assert "phrasing='xyz': choose one of train, heldout, both" in _fails(capsys, [*scripted, "phrasing=xyz"])
     assert "num_envs=0: must be >= 1" in _fails(capsys, [*scripted, "num_envs=0"], code=2)
+    assert "flow_noise='same': choose one of fresh, fixed" in _fails(
+        capsys, [*scripted, "flow_noise=same"], code=2
+    )
+    assert "applies to vla checkpoints" in _fails(capsys, [*scripted, "flow_noise=fixed"], code=1)
     assert not out.exists()  # refused before an output folder was made
     # The checkpoint reads 32x32 cameras, the env renders 64x64.
     argv = ["eval", f"checkpoint={checkpoint}", "env=tabletop_demo", "episodes_per_task=1", "num_envs=1",

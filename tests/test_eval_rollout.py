@@ -272,18 +272,21 @@ def test_evaluate_checkpoint_records_hash_and_refuses_mismatched_features(
     (checkpoint / "policy.json").write_text("{}")
     loaded: list[tuple[str, str]] = []
 
-    def fake_load(path: Any, device: str = "auto", precision: str = "auto") -> GoalSeeker:
-        loaded.append((str(path), device, precision))
+    def fake_load(
+        path: Any, device: str = "auto", precision: str = "auto", flow_noise: str = "fresh"
+    ) -> GoalSeeker:
+        loaded.append((str(path), device, precision, flow_noise))
         policy = GoalSeeker(n_obs_steps=1)
-        policy.decode_errors, policy.precision = 0, "int8"
+        policy.decode_errors, policy.precision, policy.flow_noise = 0, "int8", flow_noise
         return policy
 
     monkeypatch.setattr(vla.policies, "load_policy", fake_load)
-    report = evaluate_checkpoint(checkpoint, ENV_CFG, device="cpu", precision="int8", tasks=["reach-right"],
-                                 episodes_per_task=1, phrasings="heldout", num_envs=1, video_count=0,
-                                 progress=False)  # fmt: skip
-    assert loaded == [(str(checkpoint), "cpu", "int8")]
-    assert report.protocol["precision"] == "int8" and report.protocol["command"].endswith("precision=int8")
+    report = evaluate_checkpoint(checkpoint, ENV_CFG, device="cpu", precision="int8", flow_noise="fixed",
+                                 tasks=["reach-right"], episodes_per_task=1, phrasings="heldout", num_envs=1,
+                                 video_count=0, progress=False)  # fmt: skip
+    assert loaded == [(str(checkpoint), "cpu", "int8", "fixed")]
+    assert report.protocol["precision"] == "int8" and report.protocol["flow_noise"] == "fixed"
+    assert report.protocol["command"].endswith("precision=int8 flow_noise=fixed")
     assert report.protocol["checkpoint_hash"] == checkpoint_hash(checkpoint)
     assert report.protocol["policy"] == "checkpoint" and report.diagnostics == {"decode_errors": 0}
     assert report.protocol["command"].startswith(f"vla eval policy=checkpoint checkpoint={checkpoint}")

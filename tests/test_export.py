@@ -67,7 +67,7 @@ def _batch(batch: int, steps: int, seed: int) -> dict:
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_exported_policy_matches_eager(checkpoint: Path, exported: dict[str, Path], fmt: str) -> None:
-    eager = load_policy(checkpoint, device="cpu")
+    eager = load_policy(checkpoint, device="cpu", flow_noise="fixed")  # an exported flow head's noise
     policy = load_exported_policy(exported[fmt])
     assert policy.spec == eager.spec
     # Batch sizes other than the example's (2), full and padded (T=1) histories.
@@ -130,3 +130,23 @@ def test_cli_main_exports(checkpoint: Path, tmp_path: Path, capsys: pytest.Captu
     assert json.loads(capsys.readouterr().out)["format"] == "torchscript"
     assert main([f"checkpoint={checkpoint}"]) == 2
     assert "out is required" in capsys.readouterr().err
+
+
+def test_flow_noise_is_fresh_per_chunk_seeded_or_fixed(checkpoint: Path) -> None:
+    """Eager policies draw new flow noise for every chunk from a seeded generator; ``fixed`` repeats it."""
+    batch = _batch(2, 2, 0)
+    first, second = load_policy(checkpoint, device="cpu"), load_policy(checkpoint, device="cpu")
+    a, b = first.predict_chunks(batch), first.predict_chunks(batch)
+    np.testing.assert_array_equal(a, second.predict_chunks(batch))  # the same seed, the same noise
+    np.testing.assert_array_equal(b, second.predict_chunks(batch))
+    fixed = load_policy(checkpoint, device="cpu", flow_noise="fixed")
+    np.testing.assert_array_equal(fixed.predict_chunks(batch), fixed.predict_chunks(batch))
+    other_seed = load_policy(checkpoint, device="cpu", noise_seed=1).predict_chunks(batch)
+    if first.model.config.action_head == "flow":
+        assert not np.array_equal(a, b) and not np.array_equal(a, other_seed)
+        assert first.flow_noise == "fresh" and fixed.flow_noise == "fixed"
+    else:  # token and regression heads are deterministic whatever the setting
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, other_seed)
+    with pytest.raises(ValueError, match="flow_noise must be one of"):
+        load_policy(checkpoint, device="cpu", flow_noise="random")

@@ -263,6 +263,30 @@ def test_film_conditions_the_vision_stem_on_the_instruction():
         small_config(film=True)
 
 
+def test_stem_blocks_add_residual_convs_after_every_stage_but_the_first():
+    plain = VLA(small_config(vision_encoder="conv", film=True)).vision.stem
+    deeper_model = VLA(small_config(vision_encoder="conv", film=True, stem_blocks=2))
+    deeper = deeper_model.vision.stem
+    stages = len(plain.convs)  # patch_size 8: three stride-2 stages
+    assert [c.stride[0] for c in deeper.convs] == [2] + [2, 1, 1] * (stages - 1)
+    assert deeper.residual == [False] + [False, True, True] * (stages - 1)
+    assert not any(plain.residual)
+    # The same tokens come out, so nothing downstream of the stem changes; every conv learns.
+    config, obs = deeper_model.config, make_obs(deeper_model.config)
+    tokens = torch.zeros(2, 4, dtype=torch.long)
+    deeper_model.loss(obs, tokens).backward()
+    assert all(conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0 for conv in deeper.convs)
+    grid = config.image_size // config.patch_size
+    assert deeper_model.vision(obs["images"][:, 0, 0], torch.zeros(2, config.n_embd)).shape == (
+        2, grid * grid, config.n_embd)  # fmt: skip
+    # Without them the stem keeps the layout checkpoints saved before the option existed.
+    assert sorted(k for k in plain.state_dict() if k.startswith("convs.")) == sorted(
+        f"convs.{i}.{p}" for i in range(stages) for p in ("weight", "bias")
+    )
+    with pytest.raises(ValueError, match="stem_blocks must be >= 0"):
+        small_config(stem_blocks=-1)
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:The given buffer is not writable")
 def test_conv_and_pretrained_vision_encoders(tmp_path):
     config = small_config(vision_encoder="conv")

@@ -148,6 +148,7 @@ def evaluate(
         "checkpoint_hash": weights_hash,
         "device": str(getattr(policy, "device", "cpu")),
         "precision": getattr(policy, "precision", None),  # inference weights (vla checkpoints)
+        "flow_noise": getattr(policy, "flow_noise", None),  # the flow sampler's starting noise
         "suite": env["suite"],
         "backend": rollout.backend,  # classic (rasterized cameras) or warp (ray-traced): images differ
         "sim_device": rollout.sim_device,
@@ -175,6 +176,7 @@ def evaluate(
             video_count,
             out,
             getattr(policy, "precision", None),
+            getattr(policy, "flow_noise", None),
         ),
         "argv": list(argv) if argv is not None else None,
         **P.environment_facts(),
@@ -199,13 +201,14 @@ def evaluate_checkpoint(
     *,
     device: str = "auto",
     precision: str = "auto",
+    flow_noise: str = "fresh",
     **kwargs: Any,
 ) -> EvalReport:
     """Load ``checkpoint_dir`` with :func:`vla.policies.load_policy` (on ``device``, at
-    ``precision``) and :func:`evaluate` it."""
+    ``precision``, with ``flow_noise``) and :func:`evaluate` it."""
     from vla.policies import load_policy
 
-    policy = load_policy(checkpoint_dir, device=device, precision=precision)
+    policy = load_policy(checkpoint_dir, device=device, precision=precision, flow_noise=flow_noise)
     kwargs.setdefault("policy_name", "checkpoint")
     return evaluate(policy, env_cfg, checkpoint=checkpoint_dir, **kwargs)
 
@@ -235,7 +238,7 @@ def _jsonable(value: Any) -> bool:
 
 def _command(kind: str, checkpoint: Any, env: Mapping[str, Any], tasks: list[str], episodes: int,
              phrasings: Any, replan: int, ensemble: float | None, num_envs: int, videos: int, out: Path | None,
-             precision: str | None = None) -> str:  # fmt: skip
+             precision: str | None = None, flow_noise: str | None = None) -> str:  # fmt: skip
     """The ``vla eval`` line that reruns this protocol (env options that differ from its file included)."""
     args: dict[str, Any] = {"policy": kind if kind in POLICY_LOADERS else None,
                             "checkpoint": checkpoint, "env": env.get("name")}  # fmt: skip
@@ -256,4 +259,6 @@ def _command(kind: str, checkpoint: Any, env: Mapping[str, Any], tasks: list[str
              "out": str(out) if out is not None else None}  # fmt: skip
     if precision not in (None, "fp32"):  # fp32 is what precision=auto gives
         args["precision"] = precision
+    if flow_noise not in (None, "fresh"):  # fresh is the default
+        args["flow_noise"] = flow_noise
     return P.reproduce_command(args)

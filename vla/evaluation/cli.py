@@ -2,7 +2,11 @@
 
     vla eval checkpoint=<dir> env=<config> [episodes_per_task=10] [phrasing=train|heldout|both]
              [replan_every=8] [temporal_ensemble=<m>] [num_envs=2] [videos=4] [out=<dir>] [device=auto]
-             [precision=auto|fp32|bf16|int8] [policy=checkpoint|scripted|lerobot] [max_steps=<n>] [progress=true] [env.<option>=<value> ...]
+             [precision=auto|fp32|bf16|int8] [flow_noise=fresh|fixed] [policy=checkpoint|scripted|lerobot]
+             [max_steps=<n>] [progress=true] [env.<option>=<value> ...]
+
+``flow_noise`` (flow-head checkpoints): ``fresh`` starting noise for every chunk (the default, what
+``vla serve`` and ``vla deploy`` do), or the ``fixed`` noise every time (results before 2026-12-02).
 
 ``policy=scripted`` evaluates the suite's scripted expert (no checkpoint), an upper-bound reference.
 Tasks are the env config's ``tasks``; pick others with ``env.tasks=[name,...]``.
@@ -30,6 +34,7 @@ from vla.config_schema import above, at_least, choice, config_group
 from vla.evaluation.api import evaluate, plain_env_config
 from vla.evaluation.loaders import POLICY_LOADERS, load_eval_policy
 from vla.evaluation.protocol import PHRASING_SETS
+from vla.policies.runtime import FLOW_NOISE
 
 
 @dataclass
@@ -48,6 +53,7 @@ class EvalCommand:
     out: str | None = None
     device: str = "auto"
     precision: str = "auto"
+    flow_noise: str = choice("fresh", FLOW_NOISE)
     max_steps: int | None = at_least(None, 1)
     progress: bool = True
 
@@ -76,7 +82,7 @@ def main(argv: Sequence[str]) -> int:
     out = Path(cfg.out or _default_out(cfg.policy, str(env_cfg.get("name", env_cfg["suite"]))))
     created = not out.exists()
     try:
-        policy = load_eval_policy(cfg.policy, cfg.checkpoint, cfg.device, cfg.precision)
+        policy = load_eval_policy(cfg.policy, cfg.checkpoint, cfg.device, cfg.precision, cfg.flow_noise)
         report = evaluate(
             policy,
             env_cfg,

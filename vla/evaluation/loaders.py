@@ -30,9 +30,15 @@ POLICY_LOADERS: dict[str, PolicyLoader] = {
 
 
 def load_eval_policy(
-    kind: str, source: str | None = None, device: str = "auto", precision: str = "auto"
-) -> Any:
-    """The policy of ``kind`` (``checkpoint``, ``scripted``, ``lerobot``, ...) from ``source``."""
+    kind: str, source: str | None = None, device: str = "auto", precision: str = "auto",
+    flow_noise: str = "fresh",
+) -> Any:  # fmt: skip
+    """The policy of ``kind`` (``checkpoint``, ``scripted``, ``lerobot``, ...) from ``source``;
+    ``flow_noise`` other than ``fresh`` applies to vla checkpoints only."""
     if kind not in POLICY_LOADERS:
         raise ValueError(f"unknown policy kind {kind!r}; known: {sorted(POLICY_LOADERS)}")
-    return POLICY_LOADERS[kind](source, device, precision)
+    if flow_noise == "fresh":
+        return POLICY_LOADERS[kind](source, device, precision)
+    if kind != "checkpoint":
+        raise ValueError(f"flow_noise={flow_noise!r} applies to vla checkpoints, not policy={kind}")
+    return POLICY_LOADERS[kind](source, device, precision, flow_noise=flow_noise)

@@ -67,6 +67,7 @@ class VLAConfig:
     state_exclude: tuple[str, ...] = ()
     film: bool = False  # FiLM-condition the conv vision stem on the pooled instruction (encoders.py)
     keypoints: int = 0  # spatial-softmax keypoint tokens per camera (vision_encoder "keypoints")
+    stem_blocks: int = 0  # conv encoder: residual stride-1 convs after each stride-2 stage but the first
     stem_width: int = (
         0  # channels of the first conv stage of the keypoints encoder (0: 16), doubling per stage
     )
@@ -81,6 +82,8 @@ class VLAConfig:
             raise ValueError("VLAConfig.cameras must name at least one camera")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        if self.stem_blocks < 0:
+            raise ValueError(f"VLAConfig.stem_blocks must be >= 0, got {self.stem_blocks}")
         for name in ("image_size", "patch_size", "action_dim", "n_obs_steps", "horizon", "n_layer",
                      "max_text_len", "max_action_tokens"):  # fmt: skip
             if getattr(self, name) < 1:

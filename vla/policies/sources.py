@@ -28,12 +28,13 @@ def only_auto_precision(kind: str, precision: str) -> None:
         raise ValueError(f"precision={precision!r} applies to vla checkpoints; a {kind} policy runs as it is")
 
 
-def _load_checkpoint(source: str | None, device: str, precision: str = "auto") -> Any:
+def _load_checkpoint(source: str | None, device: str, precision: str = "auto", **options: Any) -> Any:
+    """``options``: more :func:`vla.policies.load_policy` keywords (``vla eval flow_noise=...``)."""
     if not source:
         raise ValueError("policy=checkpoint needs checkpoint=<dir>")
     from vla.policies.runtime import load_policy
 
-    return load_policy(source, device=device, precision=precision)
+    return load_policy(source, device=device, precision=precision, **options)
 
 
 def _load_exported(source: str | None, device: str, precision: str = "auto") -> Any:
