@@ -191,7 +191,7 @@ def _fit_history(arrays: dict[str, np.ndarray], n_obs_steps: int) -> tuple[dict[
 PRECISION_CHOICES = ("auto", *PRECISIONS)
 
 # Where the flow head's sampler starts each chunk: ``fresh`` noise per chunk (the default) or the
-# ``fixed`` noise of seed 0 every time. Measured on the tabletop suite (README, row 27): with fixed
+# ``fixed`` noise of seed 0 every time. Measured on the tabletop suite (README, rows 28, 28b): with fixed
 # noise one run placed and stacked 0 of 60 times, hovering over the plate or the lower block; with
 # fresh noise the same weights did 52 of 60.
 FLOW_NOISE = ("fresh", "fixed")
