@@ -36,8 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from vla.machine import describe_machine
 from vla.model.action_tokenizers import BinningTokenizer, FastTokenizer
 from vla.model.model import VLA, VLAConfig
-
-POLICIES = Path(__file__).resolve().parents[1] / "policies"
+from vla.train.cli import train_config
 
 
 def machine(device: torch.device) -> str:
@@ -76,8 +75,14 @@ def store_chunks(path: str, horizon: int, limit: int = 4096) -> np.ndarray:
     return np.clip(2 * (chunks - q01) / np.maximum(q99 - q01, 1e-6) - 1, -1, 1)
 
 
+def policy_model(name: str) -> dict:
+    """The ``model`` section of ``policies/<name>.yaml`` as ``vla train policy=<name>`` composes it
+    (a file may build on another through its defaults list)."""
+    return OmegaConf.to_container(train_config([f"policy={name}"]).policy.model)
+
+
 def make_config(name: str, args: argparse.Namespace, vocab: int, max_tokens: int, head: str) -> VLAConfig:
-    section = OmegaConf.to_container(OmegaConf.load(POLICIES / f"{name}.yaml").model)
+    section = policy_model(name)
     section["action_head"] = head
     return VLAConfig(**section, image_size=args.image_size, state_dim=args.state_dim, action_dim=args.action_dim,
                      text_vocab_size=300, action_vocab_size=vocab, max_action_tokens=max_tokens)  # fmt: skip
@@ -173,7 +178,7 @@ def main() -> None:
     print(f"machine: {machine(device)}")
 
     for name in args.models:
-        horizon = int(OmegaConf.load(POLICIES / f"{name}.yaml").model.horizon)
+        horizon = int(policy_model(name)["horizon"])
         chunks = (
             store_chunks(args.store, horizon) if args.store else smooth_chunks(4096, horizon, args.action_dim)
         )
@@ -186,7 +191,7 @@ def main() -> None:
               f"{binning.max_tokens}, FAST mean {fast_lengths.mean():.1f} max {int(fast_lengths.max())} "
               f"(EOS included; {binning.max_tokens / float(fast_lengths.mean()):.1f}x fewer)")  # fmt: skip
         vocab = max(binning.vocab_size, fast.vocab_size)
-        own_head = OmegaConf.load(POLICIES / f"{name}.yaml").model.get("action_head", "ar_bins")
+        own_head = policy_model(name).get("action_head", "ar_bins")
         for head in args.heads or [own_head]:
             config = make_config(name, args, vocab, max(binning.max_tokens, fast.max_tokens), head)
             model = VLA(config).to(device)

@@ -160,6 +160,24 @@ def test_an_option_added_to_an_env_constructor_is_accepted(
     assert "'env.shiney'" in _refused("eval", ["env=sparkle", "env.shiney=true"], EvalCommand)
 
 
+def test_a_policy_file_builds_on_another_through_its_defaults_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = train_config(["policy=tiny128_deep"])
+    base = train_config(["policy=tiny128", "policy.model.stem_blocks=1"])
+    assert deep.policy.model == base.policy.model and deep.train == base.train
+    assert deep.policy.replan_every == 2 and deep.policy.name == "tiny128_deep"
+    assert train_config(["policy=tiny128_deep", "policy.model.n_layer=2"]).policy.model.n_layer == 2
+    root = _config_root(tmp_path, envs={})
+    (root / "policies" / "tiny.yaml").write_text(
+        (Path(__file__).parents[1] / "policies" / "tiny.yaml").read_text()
+    )
+    (root / "policies" / "orphan.yaml").write_text(yaml.safe_dump({"defaults": ["nosuch"]}))
+    monkeypatch.setenv("VLA_CONFIG_ROOT", str(root))
+    message = _refused("train", ["policy=orphan"], TrainCommand)
+    assert "no policy config named 'nosuch'" in message and "orphan" in message and "tiny" in message
+
+
 def test_a_file_with_an_unknown_key_is_refused_naming_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,6 +14,8 @@ would shadow Hugging Face's), with every key their schema knows, so that:
 
 - a dataset recipe's ``env:`` is its default env (``env=NAME`` on the command line still wins);
 - a policy file's ``train:`` section is the run's top-level ``train`` (``train.steps=200``);
+- a policy file may build on another with Hydra's defaults list (``defaults: [tiny128]``, then only
+  the keys that differ), as ``policies/tiny128_deep.yaml`` does;
 - ``hydra.compose`` then applies the arguments with Hydra's override grammar: ``key=value`` sets a
   known key, even one the file leaves out (``env.layout=slots``); ``+key=value`` adds a key to an
   open mapping (``+env.cameras.top=topview`` on Meta-World); ``~key`` removes a key so that its
@@ -214,6 +216,7 @@ def _option_node(group: str, name: str, groups: Mapping[str, str | None]) -> dic
     """One group file as registered: every key of its schema (unset unless the file sets it)."""
     raw = OmegaConf.to_container(load_group(group, name))
     assert isinstance(raw, dict)
+    defaults = raw.pop("defaults", None) if group == "policy" else None
     raw.setdefault("name", name)
     try:
         section = _deep_merge(placeholders(GROUP_SCHEMAS[group](raw)), raw)
@@ -221,7 +224,10 @@ def _option_node(group: str, name: str, groups: Mapping[str, str | None]) -> dic
         section = raw
     if group == "policy":
         train = section.pop("train", None)
-        return {"policy": section, **({"train": train} if train is not None else {})}
+        node = {"policy": section, **({"train": train} if train is not None else {})}
+        # A policy file may build on another (``defaults: [tiny128]``, Hydra's defaults list: names
+        # relative to this group); the keys it leaves out stay MISSING, which never overrides them.
+        return {"defaults": [*defaults, "_self_"], **node} if defaults else node
     if group == "dataset" and "env" in groups and isinstance(raw.get("env"), str):
         return {"defaults": [{"override /env@_global_.env": raw["env"]}, "_self_"], **section}
     return section
@@ -264,7 +270,8 @@ def _explain(exc: Exception) -> ConfigError:
             f"cannot read argument {exc.override!r}: arguments are key=value, +key=value or ~key "
             "(quote a value with spaces or special characters: key='...')"
         )
-    missing = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
+    # "find": a group option the command line names; "load": one a file's defaults list names.
+    missing = re.search(r"Could not (?:find|load) '([^'/]+)/([^']+)'", text)
     if isinstance(exc, MissingConfigException) and missing and missing.group(1) in GROUPS:
         group, name = missing.groups()
         folder = config_root() / GROUPS[group]
