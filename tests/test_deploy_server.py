@@ -341,6 +341,8 @@ def test_remote_inference_sends_from_the_caller_and_reports_a_lost_server() -> N
         result = remote.poll(timeout=10)
         assert result.tag == "a" and result.error is None and result.latency_s * 1e3 >= 50
         handle.stop()
+        # The idle client answers the server's close, so the server does not wait out its close timeout.
+        assert not handle.thread.is_alive(), "the server stopped while a client was connected"
         assert remote.submit(fake_observation(), "c"), "a send error is reported by poll, not raised"
         result = remote.poll(timeout=10)
         assert result.tag == "c" and result.chunk is None and result.error

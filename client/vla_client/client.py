@@ -233,6 +233,11 @@ class PolicyClient:
                     return
                 self._message(self._feed(None))  # nothing is awaited now: stray messages are dropped
                 self._pending.clear()
+                if self._protocol.state is not State.OPEN:
+                    # The server is closing (it stops): finish the handshake and drop the socket now,
+                    # or the server waits its whole close timeout for this end to hang up.
+                    self._finish_closing()
+                    return
             except Exception:  # the connection is gone; the next request reports it
                 return
             finally:
@@ -280,14 +285,24 @@ class PolicyClient:
                 if self._protocol.state is State.OPEN:
                     self._protocol.send_close()
                     self._flush()
-                    deadline = time.monotonic() + min(self.timeout_s, 2.0)
-                    while self._protocol.state is not State.CLOSED:
-                        self._feed(deadline)
-            except Exception:  # the server is gone or slow to close: just drop the socket
+            except Exception:  # the server is gone: just drop the socket
                 pass
-            finally:
-                self._sock.close()
+            self._finish_closing()
         self._keepalive.join(timeout=KEEPALIVE_POLL_S + 1.0)
+
+    def _finish_closing(self) -> None:
+        """Read until the closing handshake ends (the server hangs up), then close the socket.
+
+        The caller holds the lock. A server that is gone or slow to close gets at most 2 s.
+        """
+        deadline = time.monotonic() + min(self.timeout_s, 2.0)
+        try:
+            while self._protocol.state is not State.CLOSED:
+                self._feed(deadline)
+        except Exception:  # the end of the handshake (EOF), or a server gone or too slow
+            pass
+        finally:
+            self._sock.close()
 
     def __enter__(self) -> PolicyClient:
         return self

@@ -298,7 +298,9 @@ class ServerThread:
         return f"ws://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
+        """Ask the server to stop and wait for it (up to 10 s); calling it again does no harm."""
+        with contextlib.suppress(RuntimeError):  # the loop already closed: the server has stopped
+            self._loop.call_soon_threadsafe(self._stop.set)
         self.thread.join(timeout=10.0)
 
 
