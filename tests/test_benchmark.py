@@ -53,6 +53,7 @@ def test_rerun_resumes_without_redoing_work(first_run, capsys):
     assert benchmark_main([*TINY, f"out={first_run}"]) == 0
     printed = capsys.readouterr().out
     assert "reusing" in printed  # the evaluation of the same checkpoint is not run again
+    assert f"store:      {first_run / 'data.zarr'}\ncheckpoint: {first_run / 'train'}\n" in printed
     with TrajectoryStore.open(first_run / "data.zarr") as store:
         assert store.num_episodes == episodes  # nothing recorded twice
     assert os.stat(first_run / "eval" / "report.json").st_mtime == report_time  # the evaluation was reused
@@ -70,9 +71,10 @@ def test_more_steps_resume_training_and_redo_the_evaluation(first_run):
 
 def test_plan_merges_quick_suite_and_command_line(tmp_path):
     suite = {"name": "s", "dataset": "tabletop", "policy": "tiny", "record": {"image_size": 64},
-             "eval": {"episodes_per_task": 50, "phrasing": "train"}}  # fmt: skip
+             "eval": {"episodes_per_task": 50, "phrasing": "train", "flow_noise_scale": 0.5}}  # fmt: skip
     p = plan(suite, tmp_path, {"eval": {"episodes_per_task": 3}, "train": {"lr": 0.01}}, quick=True)
     assert "episodes_per_task=3" in p.eval_args and "phrasing=train" in p.eval_args
+    assert "flow_noise_scale=0.5" in p.eval_args  # the sampler settings of a suite reach vla eval
     assert "env.image_size=64" in p.eval_args and "env=tabletop" in p.eval_args
     assert "train.lr=0.01" in p.train_args and "train.steps=20" in p.train_args  # quick's, not overridden
     assert "episodes_per_task=2" in p.record_args
@@ -84,6 +86,8 @@ def test_plan_merges_quick_suite_and_command_line(tmp_path):
         (["suite=nosuch"], "no suite config named 'nosuch'"),
         (["suite=tabletop", "eval.episodes=3"], "unknown key 'eval.episodes'"),
         (["suite=tabletop", "train.stepz=3"], "unknown key 'train.stepz'"),
+        (["suite=tabletop", "eval.flow_noise_scale=-1"], "flow_noise_scale=-1.0: must be >= 0"),
+        (["suite=tabletop", "eval.flow_noise=same"], "choose one of fresh, fixed"),
         ([], "name a suite"),
     ],
 )

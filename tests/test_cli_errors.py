@@ -107,6 +107,10 @@ def test_eval_reports_bad_input_in_one_line(checkpoint: Path, tmp_path: Path, ca
         capsys, [*scripted, "flow_noise=same"], code=2
     )
     assert "applies to vla checkpoints" in _fails(capsys, [*scripted, "flow_noise=fixed"], code=1)
+    assert "flow_noise_scale=-1.0: must be >= 0" in _fails(capsys, [*scripted, "flow_noise_scale=-1"], code=2)
+    assert "flow_noise_scale=0.5 applies to vla checkpoints" in _fails(
+        capsys, [*scripted, "flow_noise_scale=0.5"], code=1
+    )
     assert not out.exists()  # refused before an output folder was made
     # The checkpoint reads 32x32 cameras, the env renders 64x64.
     argv = ["eval", f"checkpoint={checkpoint}", "env=tabletop_demo", "episodes_per_task=1", "num_envs=1",

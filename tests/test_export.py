@@ -150,3 +150,10 @@ def test_flow_noise_is_fresh_per_chunk_seeded_or_fixed(checkpoint: Path) -> None
         np.testing.assert_array_equal(a, other_seed)
     with pytest.raises(ValueError, match="flow_noise must be one of"):
         load_policy(checkpoint, device="cpu", flow_noise="random")
+    cold = load_policy(checkpoint, device="cpu", flow_noise_scale=0.0)  # fresh noise, scaled to nothing
+    np.testing.assert_array_equal(cold.predict_chunks(batch), cold.predict_chunks(batch))
+    if first.model.config.action_head == "flow":
+        assert not np.array_equal(cold.predict_chunks(batch), a)
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ValueError, match="flow_noise_scale must be a finite number >= 0"):
+            load_policy(checkpoint, device="cpu", flow_noise_scale=bad)

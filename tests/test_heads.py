@@ -107,6 +107,12 @@ def test_flow_sampling_is_deterministic_per_row_and_seeded_sampling_differs():
     assert flow_noise(4, 3, 0).shape == (4, 3) and (flow_noise(4, 3, 0) == flow_noise(4, 3, 0)).all()
     more_steps = model.generate(obs, DecodeOptions(flow_steps=8))
     assert not torch.allclose(more_steps, together)
+    # noise_scale=0: every chunk starts at zero, whatever the generator draws.
+    cold = [model.generate(obs, DecodeOptions(generator=torch.Generator().manual_seed(s), noise_scale=0.0))
+            for s in (0, 1)]  # fmt: skip
+    assert torch.equal(cold[0], cold[1]) and not torch.allclose(cold[0], together)
+    half = model.generate(obs, DecodeOptions(generator=torch.Generator().manual_seed(0), noise_scale=0.5))
+    assert not torch.allclose(half, sampled) and not torch.allclose(half, cold[0])
 
 
 @pytest.mark.parametrize("head", CONTINUOUS)

@@ -91,7 +91,9 @@ def test_records_round_robin_with_training_seeds_then_resumes(
         ("button-press-topdown-v3", seed("metaworld", "button-press-topdown-v3", 1), True),
         ("reach-v3", seed("metaworld", "reach-v3", 2), True),
     ]
-    assert record(env_cfg, settings).attempts == 0  # nothing missing: nothing recorded
+    complete = record(env_cfg, settings)
+    assert complete.attempts == 0  # nothing missing: nothing recorded
+    assert complete.line() == "recorded nothing: the 5 episodes asked for were already stored"
 
 
 def test_keep_failed_keeps_or_drops_failed_episodes(tmp_path: Path) -> None:

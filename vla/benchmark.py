@@ -36,6 +36,7 @@ from vla.config import ConfigError, compose_command
 from vla.config_schema import at_least, choice, config_group, required, unset_schema
 from vla.envs.record import RecordOverrides
 from vla.evaluation.protocol import PHRASING_SETS
+from vla.policies.runtime import FLOW_NOISE
 from vla.train.cli import TrainSection
 
 STATE_FILE = "benchmark.json"
@@ -56,6 +57,8 @@ class EvalOptions:
     num_envs: int = at_least(2, 1)
     videos: int = at_least(4, 0)
     precision: str = "auto"
+    flow_noise: str = choice("fresh", FLOW_NOISE)
+    flow_noise_scale: float = at_least(1.0, 0.0)
     max_steps: int | None = at_least(None, 1)
 
 
@@ -346,17 +349,18 @@ def benchmark_main(argv: Sequence[str], default_suite: str | None = None) -> int
     suite = dict(cfg.suite)
     out = Path(cfg.out or Path("runs") / "benchmark" / str(suite["name"]))
     started = time.perf_counter()
+    steps = plan(suite, out, overrides_of(cfg), bool(cfg.quick))
     try:
-        results = run(plan(suite, out, overrides_of(cfg), bool(cfg.quick)))
+        results = run(steps)
     except StepFailed as failed:  # the step printed its one line; its status is the benchmark's
         return failed.status
     print(f"\n== results ({(time.perf_counter() - started) / 60:.1f} min in this run)\n")
     print((out / "results.md").read_text())
     print(f"results:    {out / 'results.md'} ({out / 'results.json'})")
-    print(f"store:      {out / 'data.zarr'}")
-    print(f"checkpoint: {out / 'train'}")
+    print(f"store:      {steps.store}")  # record.out=<path> puts it outside the benchmark's folder
+    print(f"checkpoint: {steps.run_dir}")
     print(
-        f"report:     {results['report']}  (plot: {out / 'eval' / 'success.png'}, videos: {out / 'eval' / 'videos'})"
+        f"report:     {results['report']}  (plot: {steps.eval_dir / 'success.png'}, videos: {steps.eval_dir / 'videos'})"
     )
     return 0
 

@@ -138,7 +138,9 @@ class RecordSummary:
         return self.committed + self.dropped
 
     def line(self) -> str:
-        rate = self.successes / self.attempts if self.attempts else float("nan")
+        if not self.attempts:  # a resumed store that was already complete: no rates to give
+            return f"recorded nothing: the {self.already} episodes asked for were already stored"
+        rate = self.successes / self.attempts
         eps, sps = self.attempts / max(self.seconds, 1e-9), self.frames / max(self.seconds, 1e-9)
         return (
             f"recorded {self.attempts} episodes ({self.frames} steps) in {self.seconds:.1f} s: "

@@ -149,6 +149,7 @@ def evaluate(
         "device": str(getattr(policy, "device", "cpu")),
         "precision": getattr(policy, "precision", None),  # inference weights (vla checkpoints)
         "flow_noise": getattr(policy, "flow_noise", None),  # the flow sampler's starting noise
+        "flow_noise_scale": getattr(policy, "flow_noise_scale", None),  # ... and its scale
         "suite": env["suite"],
         "backend": rollout.backend,  # classic (rasterized cameras) or warp (ray-traced): images differ
         "sim_device": rollout.sim_device,
@@ -177,6 +178,7 @@ def evaluate(
             out,
             getattr(policy, "precision", None),
             getattr(policy, "flow_noise", None),
+            getattr(policy, "flow_noise_scale", None),
         ),
         "argv": list(argv) if argv is not None else None,
         **P.environment_facts(),
@@ -202,13 +204,16 @@ def evaluate_checkpoint(
     device: str = "auto",
     precision: str = "auto",
     flow_noise: str = "fresh",
+    flow_noise_scale: float = 1.0,
     **kwargs: Any,
 ) -> EvalReport:
     """Load ``checkpoint_dir`` with :func:`vla.policies.load_policy` (on ``device``, at
-    ``precision``, with ``flow_noise``) and :func:`evaluate` it."""
+    ``precision``, with ``flow_noise`` and ``flow_noise_scale``) and :func:`evaluate` it."""
     from vla.policies import load_policy
 
-    policy = load_policy(checkpoint_dir, device=device, precision=precision, flow_noise=flow_noise)
+    policy = load_policy(
+        checkpoint_dir, device=device, precision=precision, flow_noise=flow_noise, flow_noise_scale=flow_noise_scale
+    )
     kwargs.setdefault("policy_name", "checkpoint")
     return evaluate(policy, env_cfg, checkpoint=checkpoint_dir, **kwargs)
 
@@ -238,7 +243,8 @@ def _jsonable(value: Any) -> bool:
 
 def _command(kind: str, checkpoint: Any, env: Mapping[str, Any], tasks: list[str], episodes: int,
              phrasings: Any, replan: int, ensemble: float | None, num_envs: int, videos: int, out: Path | None,
-             precision: str | None = None, flow_noise: str | None = None) -> str:  # fmt: skip
+             precision: str | None = None, flow_noise: str | None = None,
+             flow_noise_scale: float | None = None) -> str:  # fmt: skip
     """The ``vla eval`` line that reruns this protocol (env options that differ from its file included)."""
     args: dict[str, Any] = {"policy": kind if kind in POLICY_LOADERS else None,
                             "checkpoint": checkpoint, "env": env.get("name")}  # fmt: skip
@@ -261,4 +267,6 @@ def _command(kind: str, checkpoint: Any, env: Mapping[str, Any], tasks: list[str
         args["precision"] = precision
     if flow_noise not in (None, "fresh"):  # fresh is the default
         args["flow_noise"] = flow_noise
+    if flow_noise_scale not in (None, 1.0):  # 1 is the default
+        args["flow_noise_scale"] = flow_noise_scale
     return P.reproduce_command(args)

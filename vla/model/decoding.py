@@ -52,6 +52,7 @@ class DecodeOptions:
     generator: torch.Generator | None = None  # sampling; for flow, fresh starting noise per row
     flow_steps: int | None = None  # flow head: Euler steps (default: the model's flow_steps)
     noise_seed: int = 0  # flow head without a generator: every row starts from this seed's noise
+    noise_scale: float = 1.0  # flow head: the starting noise times this (0: every chunk starts at zero)
     return_logits: bool = False  # token heads: also return the (processed) logits of every step
     static: bool = False  # export-friendly form (see the module docstring)
     _suppress: Tensor | None = field(default=None, init=False, repr=False)
@@ -235,6 +236,8 @@ def _decode_flow(session: _Session, opts: DecodeOptions) -> Tensor:
     else:  # every row starts from the same noise: a row's actions never depend on the batch
         x = torch.from_numpy(flow_noise(c.horizon, c.action_dim, opts.noise_seed)).to(device)
         x = x.expand(B, -1, -1)
+    if opts.noise_scale != 1.0:
+        x = x * opts.noise_scale
     dt = 1.0 / steps
     for k in range(steps):  # the path is integrated in fp32 whatever precision the layers run at
         tau = torch.full((B,), k * dt, device=device, dtype=dtype)

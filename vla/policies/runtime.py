@@ -16,6 +16,7 @@ always; inputs are checked at the boundary (:mod:`vla.policy_spec`).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -55,11 +56,15 @@ class Policy:
         precision: str = "auto",
         flow_noise: str = "fresh",
         noise_seed: int = 0,
+        flow_noise_scale: float = 1.0,
     ) -> None:
         if flow_noise not in FLOW_NOISE:
             raise ValueError(f"flow_noise must be one of {list(FLOW_NOISE)}, got {flow_noise!r}")
+        if not (math.isfinite(flow_noise_scale) and flow_noise_scale >= 0.0):
+            raise ValueError(f"flow_noise_scale must be a finite number >= 0, got {flow_noise_scale!r}")
         self.model = model.eval()
         self.flow_noise = flow_noise
+        self.flow_noise_scale = float(flow_noise_scale)
         # Fresh noise comes from one generator seeded here, so a rerun with the same settings (the
         # same episodes batched the same way) draws the same noise.
         self._noise = (
@@ -107,6 +112,8 @@ class Policy:
         options = self.action_tokenizer.generation_options()  # token heads: greedy
         if self._noise is not None:
             options = {**options, "generator": self._noise}
+        if self.model.config.action_head == "flow":
+            options = {**options, "noise_scale": self.flow_noise_scale}
         with _autocast(self.device, self.precision):
             predicted = self.model.generate(obs, options, precision=self.precision)
         normalized, report = self.action_tokenizer.decode(predicted.cpu())
@@ -262,6 +269,7 @@ def load_policy(
     precision: str = "auto",
     flow_noise: str = "fresh",
     noise_seed: int = 0,
+    flow_noise_scale: float = 1.0,
     trusted_files: Sequence[str | os.PathLike[str]] = (),
 ) -> Policy:
     """Load a checkpoint (or a run directory: its latest checkpoint) as a :class:`Policy`.
@@ -277,6 +285,8 @@ def load_policy(
     policy's behaviour). Why fresh: from the same noise the sampler is a fixed function of the
     observation, and a policy that hovers where the expert paused (above the plate, before the
     release) hovers there forever; new noise lets it leave (see :data:`FLOW_NOISE`).
+    ``flow_noise_scale`` multiplies that starting noise (the sampler's temperature): 1 is the
+    distribution the head was trained from, 0 starts every chunk at zero (deterministic).
     ``trusted_files``: files outside the checkpoint its config may name (given explicitly by the
     user); anything else a checkpoint names outside itself, or sizes its weights do not have, raise
     :class:`~vla.checkpoint.CheckpointError` before any model is built.
@@ -302,5 +312,5 @@ def load_policy(
     return Policy(
         model, spec, normalizer, action_tokenizer, text_tokenizer, device=torch_device,
         replan_every=replan_every, temporal_ensemble=temporal_ensemble, max_age_s=max_age_s,
-        precision=precision, flow_noise=flow_noise, noise_seed=noise_seed,
+        precision=precision, flow_noise=flow_noise, noise_seed=noise_seed, flow_noise_scale=flow_noise_scale,
     )  # fmt: skip
