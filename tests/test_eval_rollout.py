@@ -273,7 +273,10 @@ def test_evaluate_checkpoint_records_hash_and_refuses_mismatched_features(
     loaded: list[tuple[str, str]] = []
 
     def fake_load(
-        path: Any, device: str = "auto", precision: str = "auto", flow_noise: str = "fresh",
+        path: Any,
+        device: str = "auto",
+        precision: str = "auto",
+        flow_noise: str = "fresh",
         flow_noise_scale: float = 1.0,
     ) -> GoalSeeker:
         loaded.append((str(path), device, precision, flow_noise, flow_noise_scale))

@@ -212,7 +212,11 @@ def evaluate_checkpoint(
     from vla.policies import load_policy
 
     policy = load_policy(
-        checkpoint_dir, device=device, precision=precision, flow_noise=flow_noise, flow_noise_scale=flow_noise_scale
+        checkpoint_dir,
+        device=device,
+        precision=precision,
+        flow_noise=flow_noise,
+        flow_noise_scale=flow_noise_scale,
     )
     kwargs.setdefault("policy_name", "checkpoint")
     return evaluate(policy, env_cfg, checkpoint=checkpoint_dir, **kwargs)

@@ -84,7 +84,8 @@ def main(argv: Sequence[str]) -> int:
     out = Path(cfg.out or _default_out(cfg.policy, str(env_cfg.get("name", env_cfg["suite"]))))
     created = not out.exists()
     try:
-        policy = load_eval_policy(cfg.policy, cfg.checkpoint, cfg.device, cfg.precision, cfg.flow_noise, cfg.flow_noise_scale
+        policy = load_eval_policy(
+            cfg.policy, cfg.checkpoint, cfg.device, cfg.precision, cfg.flow_noise, cfg.flow_noise_scale
         )
         report = evaluate(
             policy,

@@ -1,0 +1,72 @@
+"""Where does a policy's hand go on Meta-World reach? A diagnostic in the simulator.
+
+For each evaluation seed it rolls the policy out on ``reach-v3`` (as ``vla eval`` does: the
+checkpoint's own replanning, fresh flow noise) and prints whether it succeeded, the hand's closest
+distance to the goal and to the puck, its final distance to the goal, and the hand-minus-goal offset
+(x sideways, y depth, z height, metres) at the closest point. Meta-World counts success within 5 cm.
+What it showed for the MT10 recipe (README, MT10): on failed seeds the hand stops below the goal, the
+height error the largest of the three axes.
+
+    .venv/bin/python scripts/reach_errors.py runs/benchmark/metaworld_mt10/train --seeds 1040000-1040004
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from vla.envs.metaworld_suite import make  # noqa: E402
+from vla.policies import load_policy  # noqa: E402
+
+
+def seed_range(text: str) -> list[int]:
+    """``a-b`` (inclusive) or ``a,b,c``."""
+    if "-" in text:
+        first, last = (int(part) for part in text.split("-"))
+        return list(range(first, last + 1))
+    return [int(part) for part in text.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("checkpoint", help="a vla train run or checkpoint directory")
+    parser.add_argument("--seeds", type=seed_range, default=seed_range("1040000-1040004"),
+                        help="evaluation seeds (reach-v3's published seeds start at 1040000)")  # fmt: skip
+    parser.add_argument("--image-size", type=int, default=128)
+    args = parser.parse_args()
+    policy = load_policy(args.checkpoint, device="cpu")
+    # The cameras of envs/metaworld_mt10.yaml, which the MT10 recipe was recorded with.
+    env = make("reach-v3", image_size=args.image_size, cameras={"front": "workspace", "wrist": "gripperPOV"})
+    sim = env._mw  # the Meta-World env inside: the goal and hand positions the policy never sees
+    for seed in args.seeds:
+        observation, _ = env.reset(seed=seed)
+        policy.reset(observation["instruction"])
+        goal, puck = np.array(sim._target_pos), np.array(sim._get_pos_objects()[:3])
+        hands, success = [], False
+        for _ in range(env.max_episode_steps):
+            observation, _, terminated, truncated, info = env.step(policy.act(observation))
+            hands.append(np.array(sim.tcp_center))
+            if terminated or truncated:
+                success = bool(info["success"])
+                break
+        to_goal = np.linalg.norm(np.array(hands) - goal, axis=1)
+        closest = int(np.argmin(to_goal))
+        to_puck = np.linalg.norm(np.array(hands) - puck, axis=1).min()
+        offset = ", ".join(
+            f"{axis} {100 * v:+.1f}" for axis, v in zip("xyz", hands[closest] - goal, strict=True)
+        )
+        print(f"seed {seed}: {'success' if success else 'failure'} after {len(hands)} steps; goal closest "
+              f"{100 * to_goal[closest]:.1f} cm (hand - goal: {offset} cm), final {100 * to_goal[-1]:.1f} cm; "
+              f"puck closest {100 * to_puck:.1f} cm", flush=True)  # fmt: skip
+    env.close()
+
+
+if __name__ == "__main__":
+    main()
