@@ -2,8 +2,8 @@
 
     vla eval checkpoint=<dir> env=<config> [episodes_per_task=10] [phrasing=train|heldout|both]
              [replan_every=8] [temporal_ensemble=<m>] [num_envs=2] [videos=4] [out=<dir>] [device=auto]
-             [precision=auto|fp32|bf16|int8] [flow_noise=fresh|fixed] [flow_noise_scale=1.0] [policy=checkpoint|scripted|lerobot]
-             [max_steps=<n>] [progress=true] [env.<option>=<value> ...]
+             [precision=auto|fp32|bf16|int8] [flow_noise=fresh|fixed] [flow_noise_scale=1.0]
+             [policy=checkpoint|scripted|lerobot] [max_steps=<n>] [progress=true] [env.<option>=<value> ...]
 
 ``flow_noise`` (flow-head checkpoints): ``fresh`` starting noise for every chunk (the default, what
 ``vla serve`` and ``vla deploy`` do), or the ``fixed`` noise every time (results before 2026-12-02);
