@@ -8,6 +8,8 @@ What it showed for the MT10 recipe (README, MT10): on failed seeds the hand stop
 height error the largest of the three axes.
 
     .venv/bin/python scripts/reach_errors.py runs/benchmark/metaworld_mt10/train --seeds 1040000-1040004
+
+The env is an ``envs/`` config (``--env``, default ``metaworld_mt10``) at the checkpoint's image size.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from vla.envs.metaworld_suite import make  # noqa: E402
+from vla.envs.registry import make_env  # noqa: E402
+from vla.evaluation.api import plain_env_config  # noqa: E402
 from vla.policies import load_policy  # noqa: E402
 
 
@@ -39,11 +42,11 @@ def main() -> None:
     parser.add_argument("checkpoint", help="a vla train run or checkpoint directory")
     parser.add_argument("--seeds", type=seed_range, default=seed_range("1040000-1040004"),
                         help="evaluation seeds (reach-v3's published seeds start at 1040000)")  # fmt: skip
-    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--env", default="metaworld_mt10", help="a Meta-World config of envs/ (its cameras)")
     args = parser.parse_args()
     policy = load_policy(args.checkpoint, device="cpu")
-    # The cameras of envs/metaworld_mt10.yaml, which the MT10 recipe was recorded with.
-    env = make("reach-v3", image_size=args.image_size, cameras={"front": "workspace", "wrist": "gripperPOV"})
+    height, width, _ = policy.spec.image_shape
+    env = make_env(plain_env_config(args.env), "reach-v3", image_size=[height, width])
     sim = env._mw  # the Meta-World env inside: the goal and hand positions the policy never sees
     for seed in args.seeds:
         observation, _ = env.reset(seed=seed)
