@@ -73,7 +73,9 @@ def test_plus_adds_to_open_mappings_and_tilde_unsets() -> None:
     assert "layout" not in cfg.env and cfg.env.image_size == 128  # the rest of the file stays
     assert compose_command("eval", ["env=tabletop_demo"], EvalCommand).env.layout == "free"
     cfg = compose_command(
-        "eval", ["env=metaworld_mt10", "+env.cameras.top=topview", "~env.cameras.wrist"], EvalCommand
+        "eval",
+        ["env=metaworld_mt10", "+env.cameras.top=topview", "~env.cameras.wrist", "~env.cameras.side"],
+        EvalCommand,
     )
     assert dict(cfg.env.cameras) == {"front": "workspace", "top": "topview"}
     cfg = train_config(["+policy.model.extra.note=hello", "~train.steps"])

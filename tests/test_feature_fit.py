@@ -55,6 +55,22 @@ def test_eval_refuses_other_cameras_and_image_sizes_in_one_error() -> None:
     assert "observation.images.top: the policy reads" in message and "has none" in message
 
 
+def test_a_camera_the_policy_does_not_read_is_no_mismatch() -> None:
+    """A two-camera checkpoint still runs in an env that renders a third (the Meta-World configs
+    gained a side camera): the policy reads its own cameras and ignores the others."""
+    spec = PolicySpec((FRONT, WRIST), (8, 8, 3), 2, 2, 1, 4)
+    shapes = {
+        FRONT: (8, 8, 3),
+        WRIST: (8, 8, 3),
+        "observation.images.side": (8, 8, 3),
+        STATE: (2,),
+        ACTION: (2,),
+    }
+    check_policy_features(spec, shapes)
+    with pytest.raises(FeatureMismatchError, match="observation.images.wrist: the policy reads"):
+        check_policy_features(spec, {k: v for k, v in shapes.items() if k != WRIST})
+
+
 def test_action_names_are_compared_when_both_sides_have_them() -> None:
     spec = PolicySpec((FRONT,), (8, 8, 3), 2, 2, 1, 4, action_names=("x.vel", "y.vel"))
     shapes = {FRONT: (8, 8, 3), STATE: (2,), ACTION: (2,)}
