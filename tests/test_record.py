@@ -11,6 +11,7 @@ from vla.data import FeatureSpec, Schema, TrajectoryStore
 from vla.envs import record_rollout
 from vla.envs.record import RecordSettings, main, record
 from vla.envs.record_rollout import EpisodeRecording, record_episode
+from vla.evaluation.api import plain_env_config
 from vla.features import ACTION_KEY, STATE_KEY, camera_key
 from vla.seeds import EVAL_SEED_RANGE
 
@@ -42,7 +43,8 @@ def test_records_round_robin_with_training_seeds_then_resumes(
     assert main(["dataset=metaworld_mt10", TWO_TASKS, "episodes=3", f"out={out}", "workers=0", *FAST]) == 0
     store = TrajectoryStore.open(out)
     assert store.num_episodes == 3
-    assert set(store.schema.features) == {camera_key("front"), camera_key("wrist"), STATE_KEY, ACTION_KEY}
+    cameras = {camera_key("front"), camera_key("wrist"), camera_key("side")}  # envs/metaworld_mt10.yaml
+    assert set(store.schema.features) == {*cameras, STATE_KEY, ACTION_KEY}
     assert store.schema.features[camera_key("front")].shape == (24, 24, 3)
     assert store.schema.features[ACTION_KEY].names == ("delta_x", "delta_y", "delta_z", "gripper")
     assert store.schema.features[STATE_KEY].kind == "state" and store.robot_type == "sawyer"
@@ -64,8 +66,12 @@ def test_records_round_robin_with_training_seeds_then_resumes(
     assert np.abs(episode[ACTION_KEY]).max() <= 1.0
 
     # Rerunning with a larger N records only the missing (task, seed) pairs and keeps the rest.
-    env_cfg = {"name": "metaworld_mt10", "suite": "metaworld", "tasks": ["reach-v3", "button-press-topdown-v3"],
-               "image_size": 24}  # fmt: skip
+    # The same env as the recipe's (its three cameras): a store refuses an env that renders others.
+    env_cfg = {
+        **plain_env_config("metaworld_mt10"),
+        "tasks": ["reach-v3", "button-press-topdown-v3"],
+        "image_size": 24,
+    }
     settings = RecordSettings(out=out, episodes_per_task={"reach-v3": 3, "button-press-topdown-v3": 2},
                               workers=0, progress=False)  # fmt: skip
     # An interrupted run keeps every episode committed before the interruption...
