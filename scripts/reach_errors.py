@@ -9,6 +9,8 @@ height error the largest of the three axes.
 
     .venv/bin/python scripts/reach_errors.py runs/benchmark/metaworld_mt10/train --seeds 1040000-1040004
 
+Without ``--seeds`` it runs reach-v3's first five published evaluation seeds (``vla eval``'s).
+
 The env is an ``envs/`` config (``--env``, default ``metaworld_mt10``) at the checkpoint's image size.
 """
 
@@ -23,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from vla.envs.registry import make_env  # noqa: E402
-from vla.evaluation.api import plain_env_config  # noqa: E402
+from vla.evaluation.api import plain_env_config, resolve_tasks  # noqa: E402
+from vla.evaluation.protocol import seeds_per_task  # noqa: E402
 from vla.policies import load_policy  # noqa: E402
 
 
@@ -40,15 +43,17 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("checkpoint", help="a vla train run or checkpoint directory")
-    parser.add_argument("--seeds", type=seed_range, default=seed_range("1040000-1040004"),
-                        help="evaluation seeds (reach-v3's published seeds start at 1040000)")  # fmt: skip
+    parser.add_argument("--seeds", type=seed_range, help="a-b or a,b,c (default: the first five published)")
     parser.add_argument("--env", default="metaworld_mt10", help="a Meta-World config of envs/ (its cameras)")
     args = parser.parse_args()
     policy = load_policy(args.checkpoint, device="cpu")
     height, width, _ = policy.spec.image_shape
-    env = make_env(plain_env_config(args.env), "reach-v3", image_size=[height, width])
+    env_cfg = plain_env_config(args.env)
+    # The published seeds are numbered by the task's place in the suite's list, as vla eval numbers them.
+    seeds = args.seeds or seeds_per_task(["reach-v3"], 5, resolve_tasks(env_cfg, ["reach-v3"])[1])["reach-v3"]
+    env = make_env(env_cfg, "reach-v3", image_size=[height, width])
     sim = env._mw  # the Meta-World env inside: the goal and hand positions the policy never sees
-    for seed in args.seeds:
+    for seed in seeds:
         observation, _ = env.reset(seed=seed)
         policy.reset(observation["instruction"])
         goal, puck = np.array(sim._target_pos), np.array(sim._get_pos_objects()[:3])

@@ -179,7 +179,7 @@ def test_env_configs_build_through_the_registry(config: str) -> None:
     try:
         observation, _ = env.reset(seed=0)
         images = [observation[camera_key(name)] for name in cfg.cameras]
-        assert [name for name in cfg.cameras] == ["front", "wrist", "side"]
+        assert list(cfg.cameras) == ["front", "wrist", "side"]
         assert all(image.shape == (32, 32, 3) for image in images)
         assert len({image.tobytes() for image in images}) == 3  # three distinct views
         action = registry.make_expert(cfg, env, seed=0)(observation)
