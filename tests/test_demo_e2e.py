@@ -26,7 +26,8 @@ def test_store_validates(demo_out):
     store_path = demo_out / "data.zarr"
     assert validate_store(store_path) == []
     tasks = {row["group"] for row in json.loads((demo_out / "results.json").read_text())["per_task"]}
-    assert tasks == {"reach-red", "reach-green", "reach-blue"}  # the demo env's tasks, each evaluated
+    # the demo env's tasks, each evaluated: three families of the suite, three colours each
+    assert tasks == {f"{family}-{colour}" for family in ("reach", "press", "pick") for colour in ("red", "green", "blue")}
     with TrajectoryStore.open(store_path, mode="r") as store:
         assert store.num_episodes == 2 * len(tasks)  # quick: 2 per task
         assert {store.episode_meta(i).extra["task"] for i in range(store.num_episodes)} == tasks

@@ -140,6 +140,21 @@ def test_resume_continues_exactly(tiny_root: Path) -> None:
     assert reference[1] != pytest.approx(reference[4])  # the losses do change: the check can fail
 
 
+def test_compiled_training_follows_the_eager_one(tiny_root: Path) -> None:
+    """``train.compile=true`` (tiny128's default) trains the same model as eager training: the same
+    random draws (flow noise and times) and losses equal to float tolerance; the checkpoint holds the
+    plain module's weights."""
+    flow = ("policy.model.dropout=0.0", "policy.model.action_head=flow", "train.steps=3")
+    eager = _losses(tiny_root / "eager", *flow)
+    compiled = _losses(tiny_root / "compiled", *flow, "train.compile=true")
+    assert sorted(compiled) == [1, 2, 3]
+    for step in (1, 2, 3):
+        assert compiled[step] == pytest.approx(eager[step], rel=1e-4), step
+    assert eager[1] != pytest.approx(eager[3], rel=1e-4)  # the losses do move: the check can fail
+    checkpoint = tiny_root / "compiled" / "checkpoints" / "step_00000003"
+    assert "_orig_mod" not in (checkpoint / "model.safetensors").read_bytes()[:4096].decode("latin-1")
+
+
 def test_resume_against_other_data_names_the_mismatch(tiny_root: Path) -> None:
     out = tiny_root / "mismatch_run"
     train(train_config(["dataset=tinyds", "policy=testtiny", f"out={out}", "train.steps=1"]))

@@ -132,6 +132,12 @@ def _train(
         ids = [device.index] if device.type == "cuda" else None
         loss_module = DistributedDataParallel(loss_module, device_ids=ids)
     if tc.compile:
+        # On a compile failure (no C++ compiler on the machine, an op inductor cannot lower) dynamo
+        # logs the error and runs that code eagerly: an optimization never ends a run.
+        torch._dynamo.config.suppress_errors = True
+        # Random ops (the flow head's noise and times, dropout) draw what eager torch draws from the
+        # same seed, so a run's batches and numbers do not depend on whether it was compiled.
+        torch._inductor.config.fallback_random = True
         loss_module = torch.compile(loss_module)
     loader = data.train_loader(start_step=step)
     if step >= tc.steps and dist_info.is_main:
