@@ -27,7 +27,9 @@ def test_store_validates(demo_out):
     assert validate_store(store_path) == []
     tasks = {row["group"] for row in json.loads((demo_out / "results.json").read_text())["per_task"]}
     # the demo env's tasks, each evaluated: three families of the suite, three colours each
-    assert tasks == {f"{family}-{colour}" for family in ("reach", "press", "pick") for colour in ("red", "green", "blue")}
+    assert tasks == {
+        f"{family}-{colour}" for family in ("reach", "press", "pick") for colour in ("red", "green", "blue")
+    }
     with TrajectoryStore.open(store_path, mode="r") as store:
         assert store.num_episodes == 2 * len(tasks)  # quick: 2 per task
         assert {store.episode_meta(i).extra["task"] for i in range(store.num_episodes)} == tasks
