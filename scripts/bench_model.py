@@ -3,7 +3,8 @@
 For each policy size (``policies/<name>.yaml``) and action head (``--heads``: ``ar_bins``,
 ``ar_fast``, ``l1``, ``flow``) it measures, side by side in one run:
 
-- training samples/s (forward + backward + AdamW step on random inputs of the demo's shapes);
+- training samples/s (forward + backward + AdamW step on random inputs of the demo's shapes), with
+  ``--compile`` also through ``torch.compile`` (``train.compile``), as a ratio to eager;
 - inference latency of one action chunk at batch 1 (p50, p99) with the KV cache and without it
   (the uncached reference re-runs the full sequence per token, or per flow step), and their ratio:
   for ``ar_bins`` the number of tokens the binning tokenizer needs, for ``ar_fast`` the mean number
@@ -18,11 +19,13 @@ For each policy size (``policies/<name>.yaml``) and action head (``--heads``: ``
     .venv/bin/python scripts/bench_model.py --store data/tabletop_demo.zarr
     .venv/bin/python scripts/bench_model.py --models small --precision fp32 bf16 int8 --threads 2
     .venv/bin/python scripts/bench_model.py --models tiny small --heads ar_bins ar_fast l1 flow
+    .venv/bin/python scripts/bench_model.py --models tiny128 tiny128_deep --image-size 128 --compile --train-steps 20
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -105,8 +108,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_throughput(model: VLA, config: VLAConfig, tokens: int, args, device) -> float:
+def train_throughput(
+    model: VLA, config: VLAConfig, tokens: int, args, device, compile: bool = False
+) -> float:
+    """Training samples/s; with ``compile`` through ``torch.compile(model.loss)`` (``train.compile``),
+    its compilation inside the two warm-up steps."""
     model.train()
+    loss_fn = torch.compile(model.loss) if compile else model.loss
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     obs = random_obs(config, args.batch_size, device)
     if config.continuous_actions:
@@ -117,7 +125,7 @@ def train_throughput(model: VLA, config: VLAConfig, tokens: int, args, device) -
     for step in range(args.train_steps + 2):  # the first two steps warm up allocators and kernels
         sync(device)
         start = time.perf_counter()
-        loss = model.loss(obs, targets)
+        loss = loss_fn(obs, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -167,6 +175,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30, help="chunks timed per configuration (cached)")
     parser.add_argument("--uncached-repeats", type=int, default=5, help="0 skips the uncached reference")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="also time compiled training against eager")
     parser.add_argument(
         "--precision", nargs="+", default=["fp32"], help="inference precisions to time (fp32 bf16 int8)"
     )
@@ -205,6 +214,12 @@ def main() -> None:
             if not args.skip_training:
                 samples = train_throughput(model, config, tokens, args, device)
                 print(f"{tag} training (batch {args.batch_size}): {samples:.1f} samples/s")
+                if args.compile:
+                    compiled = train_throughput(
+                        copy.deepcopy(model), config, tokens, args, device, compile=True
+                    )
+                    print(f"{tag} training compiled (train.compile=true): {compiled:.1f} samples/s, "
+                          f"{compiled / samples:.2f}x eager")  # fmt: skip
             time_head(model, config, tokens, what, tag, args, device)
 
 

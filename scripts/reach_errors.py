@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 from vla.envs.registry import make_env  # noqa: E402
 from vla.evaluation.api import plain_env_config, resolve_tasks  # noqa: E402
 from vla.evaluation.protocol import seeds_per_task  # noqa: E402
+from vla.evaluation.trace import trace_episode  # noqa: E402
 from vla.policies import load_policy  # noqa: E402
 
 
@@ -54,19 +55,12 @@ def main() -> None:
     env = make_env(env_cfg, "reach-v3", image_size=[height, width])
     sim = env._mw  # the Meta-World env inside: the goal and hand positions the policy never sees
     for seed in seeds:
-        observation, _ = env.reset(seed=seed)
-        policy.reset(observation["instruction"])
+        hands, success = trace_episode(env, policy, seed, lambda: sim.tcp_center, env.max_episode_steps)
+        # Read after the episode: the goal is fixed, and reach-v3 never asks the hand to move the puck.
         goal, puck = np.array(sim._target_pos), np.array(sim._get_pos_objects()[:3])
-        hands, success = [], False
-        for _ in range(env.max_episode_steps):
-            observation, _, terminated, truncated, info = env.step(policy.act(observation))
-            hands.append(np.array(sim.tcp_center))
-            if terminated or truncated:
-                success = bool(info["success"])
-                break
-        to_goal = np.linalg.norm(np.array(hands) - goal, axis=1)
+        to_goal = np.linalg.norm(hands - goal, axis=1)
         closest = int(np.argmin(to_goal))
-        to_puck = np.linalg.norm(np.array(hands) - puck, axis=1).min()
+        to_puck = np.linalg.norm(hands - puck, axis=1).min()
         offset = ", ".join(
             f"{axis} {100 * v:+.1f}" for axis, v in zip("xyz", hands[closest] - goal, strict=True)
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gymnasium as gym
@@ -312,3 +313,22 @@ def test_evaluate_checkpoint_records_hash_and_refuses_mismatched_features(
     with pytest.raises(ValueError, match="wants 96x96"):
         evaluate(Picky(), ENV_CFG, tasks=["reach-left"], episodes_per_task=1, phrasings="train", num_envs=1,
                  video_count=0, progress=False)  # fmt: skip
+
+
+def test_trace_episode_reads_the_probe_after_every_step() -> None:
+    """The diagnostics' rollout: one reading per step, the episode's success, the step limit."""
+    from omegaconf import OmegaConf
+
+    from vla.evaluation.trace import trace_episode
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "envs" / "tabletop_demo.yaml")
+    env = registry.make_env(cfg, "reach-red", cameras=[])
+    expert = registry.make_expert(cfg, env)
+    scripted = SimpleNamespace(reset=lambda instruction: None, act=expert)
+    hands, success = trace_episode(env, scripted, 1_000_000, env.ee_pos, env.max_steps)
+    assert success and 1 < len(hands) < env.max_steps and hands.shape[1] == 3
+    assert np.linalg.norm(hands[-1] - env.block_pos("red")) < 0.06  # the last reading is the final hand
+    still = SimpleNamespace(reset=lambda instruction: None, act=lambda obs: np.zeros(4, np.float32))
+    hands, success = trace_episode(env, still, 1_000_000, env.ee_pos, max_steps=5)
+    assert not success and hands.shape == (5, 3)
+    env.close()

@@ -37,7 +37,7 @@ class TrainConfig:
     save_every: int = 500
     keep_last: int = 3
     num_workers: int = 2
-    # torch.compile the loss (2-core CPU: ~1.45x the eager steps/s of tiny128, ~45 s to compile).
+    # torch.compile the loss (2-core CPU: 1.3-1.8x the eager steps/s of tiny128, ~1 min to compile).
     compile: bool = False
     amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
     tokenizer_fit_windows: int = 4096  # action windows used to fit the action tokenizer
