@@ -2,8 +2,9 @@
 
 It is ``vla benchmark suite=demo`` (``benchmarks/demo.yaml``, see :mod:`vla.benchmark`):
 
-1. record scripted-expert demonstrations of the demo tasks (``datasets/tabletop_demo.yaml``: reach
-   the red, green or blue block, random layouts) into a Zarr store;
+1. record scripted-expert demonstrations of the demo tasks (``datasets/tabletop_demo.yaml``: reach a
+   block, press a button or pick up a block of the named colour, 9 tasks, random layouts) into a
+   Zarr store;
 2. train the policy the suite names on them (``policies/``);
 3. evaluate it in closed loop on the demo tasks with the published evaluation seeds, under the
    training phrasings and the held-out phrasings;
