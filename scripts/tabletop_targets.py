@@ -53,7 +53,7 @@ def main() -> None:
     seeds = seeds_per_task(tasks, args.episodes, all_tasks)
     height, width, _ = policy.spec.image_shape
     for task in tasks:
-        env = make_env(env_cfg, task, image_size=height)
+        env = make_env(env_cfg, task, image_size=[height, width])
         for seed in seeds[task]:
             hands, success = trace_episode(env, policy, seed, env.ee_pos, env.max_steps)
             objects = {f"block_{c}": env.initial_block_pos(c) for c in COLOURS}  # where they started
