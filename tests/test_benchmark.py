@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
+from vla.benchmark import BenchmarkCommand, overrides_of, plan
 from vla.benchmark import main as benchmark_main
-from vla.benchmark import plan
 from vla.data import TrajectoryStore
 
 pytestmark = pytest.mark.slow
@@ -97,3 +98,25 @@ def test_bad_arguments_are_one_line(args, message, capsys):
     assert main(["benchmark", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize(
+    "suite", sorted(p.stem for p in (Path(__file__).parents[1] / "benchmarks").glob("*.yaml"))
+)
+def test_every_shipped_suite_plans_three_commands_that_compose(suite, tmp_path):
+    """A suite file whose record, train or eval section its command would refuse fails here, not an
+    hour into a benchmark run."""
+    from vla.config import compose_command
+    from vla.envs.record import RecordCommand
+    from vla.evaluation.cli import EvalCommand
+    from vla.train.cli import TrainCommand
+
+    cfg = compose_command("benchmark", [f"suite={suite}"], BenchmarkCommand)
+    steps = plan(dict(cfg.suite), tmp_path, overrides_of(cfg), quick=False)
+    record = compose_command("record", steps.record_args, RecordCommand)
+    evaluation = compose_command("eval", steps.eval_args, EvalCommand)
+    assert record.env.name == evaluation.env.name  # evaluated in the env the data come from
+    assert record.get("image_size", record.env.image_size) == evaluation.env.image_size
+    train = compose_command("train", steps.train_args, TrainCommand)
+    assert train.train.steps == cfg.suite.train.steps
+    assert evaluation.episodes_per_task == cfg.suite.eval.episodes_per_task
