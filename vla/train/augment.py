@@ -47,8 +47,9 @@ class WordDropout:
     plate" may become "the red block plate" but never "the red block" (a reach, pick or push
     instruction holds those words too). A policy trained this way learns to act on partial
     instructions, which is what a held-out phrasing becomes once the tokenizer hides its unknown
-    words. Measured on the 20-task tabletop suite (p = 0.25) it made both phrasing sets worse
-    (README, row 26), so no recipe uses it; hiding the unknown words alone closed the gap.
+    words. Measured on the 20-task tabletop suite (p = 0.25) and on the demo (p = 0.15) it made both
+    phrasing sets worse (README, rows 26 and 45: it may hide the kind word, "block" or "button", which
+    is the word those policies learn last), so no recipe uses it.
 
     Built once per run from the training instructions and their tasks (:meth:`build`); an instruction
     it was not built with (or one that two tasks share) is left whole.
