@@ -100,6 +100,20 @@ def test_report_json_round_trip_and_markdown() -> None:
         EvalReport.from_json(json.dumps(broken))
 
 
+def test_markdown_lists_the_instructions_the_policy_read_otherwise() -> None:
+    episodes = [_episode("a", 1, "heldout", True, 10), _episode("a", 2, "heldout", False, 40),
+                _episode("b", 1, "heldout", True, 10)]  # fmt: skip
+    per_task, overall, per_difficulty = summarize(episodes)
+    read = {"do a": "touch a", "do b": "do b"}  # "do b" read word for word: not listed
+    report = EvalReport({"policy": "p"}, episodes, per_task, overall, per_difficulty, {},
+                        {"instructions_read": read})  # fmt: skip
+    markdown = to_markdown(report)
+    assert "| do a | touch a | 1/2 |" in markdown and "| do b |" not in markdown.split("Instructions read")[1]
+    assert EvalReport.from_json(report.to_json()).diagnostics == {"instructions_read": read}
+    assert "Instructions read" not in to_markdown(EvalReport({"policy": "p"}, episodes, per_task, overall,
+                                                              per_difficulty, {}))  # fmt: skip
+
+
 def test_seed_plan_uses_eval_seeds_stable_across_task_selections() -> None:
     all_tasks = ["a", "b", "c"]
     seeds = P.seeds_per_task(["c", "a"], 3, all_tasks)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_train_helpers import make_config_root, make_tiny_store
 
 from vla.checkpoint import CheckpointError
@@ -115,9 +116,21 @@ def test_new_runs_hide_unknown_words_and_train_with_word_dropout(tmp_path: Path,
         args = ["dataset=tinyds", "policy=testtiny", "train.steps=2", "train.word_dropout=0.3"]
         run = train(train_config([*args, f"out={tmp_path / 'wd'}"])).run_dir
     policy = load_policy(run, device="cpu")
-    tokens, is_pad = policy.text_tokenizer.encode(["zzq the red cube"], 8)
+    tokens, is_pad = policy.text_tokenizer.encode(["zzq the"], 8)  # "the": in all three instructions
     assert tokens[0, 1] == 1 and is_pad[0, 1]  # UNK, hidden from the model as the dropout hid words
-    assert policy.predict_chunk({**_frame(), "instruction": "zzq the red cube"}).shape == (4, 3)
+    assert policy.predict_chunk({**_frame(), "instruction": "zzq the"}).shape == (4, 3)
+
+
+def test_new_runs_ground_unknown_words_to_the_one_training_instruction_they_fit(run_dir: Path) -> None:
+    policy = load_policy(run_dir, device="cpu")
+    tokenizer = policy.text_tokenizer
+    # The synthetic store records no task names: each training instruction counts as its own task.
+    assert tokenizer.grounding.tasks and all(text == task for text, task in tokenizer.grounding.tasks.items())
+    assert "pick up the red cube" in tokenizer.grounding.tasks
+    grounded, _ = tokenizer.encode(["zzq the red cube", "pick up the red cube"], 8)
+    assert torch.equal(grounded[0], grounded[1])  # only "pick up the red cube" holds "red" and "cube"
+    assert policy.instruction_as_read("Zzq the red cube") == "pick up the red cube"
+    assert policy.instruction_as_read("zzq the") == "the"  # all three hold "the": hidden, no guess
 
 
 @pytest.mark.parametrize(

@@ -229,3 +229,60 @@ def test_continuous_codec_round_trips_clips_and_rejects_non_finite_chunks():
         codec.decode(torch.zeros(2, HORIZON + 1, DIMS))
     restored = action_tokenizer_from_state_dict(codec.state_dict())
     assert isinstance(restored, ContinuousCodec) and restored.max_tokens == HORIZON
+
+
+# -- grounding ---------------------------------------------------------------------------------
+_GROUNDING_EPISODES = [
+    ("press the red button", "press-red"),
+    ("hit the red button", "press-red"),
+    ("press the blue button", "press-blue"),
+    ("touch the red block", "reach-red"),
+    ("pick up the red block", "pick-red"),
+    ("go to the red cube", "reach-red"),
+    ("raise the red cube", "pick-red"),
+]
+
+
+def _grounded_tokenizer(episodes=_GROUNDING_EPISODES) -> TextTokenizer:
+    return TextTokenizer.build([text for text, _ in episodes], tasks=[task for _, task in episodes])
+
+
+def _reads(tok: TextTokenizer, text: str, max_len: int = 12) -> str:
+    tokens, is_pad = tok.encode([text], max_len)
+    return tok.decode(tokens[0][~is_pad[0]])
+
+
+def test_grounding_reads_unknown_words_as_the_one_task_their_known_words_fit():
+    tok = _grounded_tokenizer()
+    # "red" + "button": only press-red instructions hold both; the shortest one is read.
+    assert _reads(tok, "click the red button") == "hit the red button"
+    assert _reads(tok, "depress the red button!") == "hit the red button"
+    assert _reads(tok, "hold the red block up high") == "pick up the red block"  # "up": pick only
+    # "the red cube": reach-red and pick-red instructions both hold it -> no guess, words hidden.
+    assert _reads(tok, "take the red cube off the table") == "the red cube the"
+    assert _reads(tok, "zzq qqz") == ""  # nothing known: nothing to ground
+    assert _reads(tok, "press the red block") == "press the red block"  # every word known: read as is
+
+
+def test_grounding_never_targets_an_instruction_two_tasks_share_and_round_trips_json():
+    tok = _grounded_tokenizer([*_GROUNDING_EPISODES, ("press the blue button", "press-blue-again")])
+    assert _reads(tok, "click the blue button") == "the blue button"  # its only holder is shared
+    restored = TextTokenizer.from_dict(json.loads(json.dumps(tok.to_dict())))
+    assert restored.grounding == tok.grounding
+    assert _reads(restored, "click the red button") == "hit the red button"
+    assert TextTokenizer.from_dict({**tok.to_dict(), "grounding": None}).grounding is None  # saved before
+
+
+def test_grounding_decides_on_the_words_that_fit_and_rejects_bad_input():
+    tok = _grounded_tokenizer()
+    # Only 3 ids fit (BOS + 2 words): "click the" decides, and "the" fits every task: hidden.
+    tokens, is_pad = tok.encode(["click the red button"], 3)
+    assert tok.decode(tokens[0][~is_pad[0]]) == "the"
+    with pytest.raises(ValueError, match="byte-fallback"):
+        TextTokenizer.build(["go"], byte_fallback=True, tasks=["go"])
+    with pytest.raises(ValueError, match="2 instructions but 1 tasks"):
+        TextTokenizer.build(["go", "stop"], tasks=["go"])
+    with pytest.raises(ValueError, match="empty task name"):
+        TextTokenizer.build(["go"], tasks=[""])
+    with pytest.raises(ValueError, match="instruction strings to task strings"):
+        TextTokenizer.from_dict({**tok.to_dict(), "grounding": {"go": 3}})

@@ -190,7 +190,14 @@ def evaluate(
               "env_steps_per_s": env_steps / rollout_s if rollout_s > 0 else 0.0, **rollout.timing}  # fmt: skip
     # The runtime counts chunks its action tokenizer had to repair or reject, over its lifetime.
     decode_errors = getattr(policy, "decode_errors", None)
-    diagnostics = {"decode_errors": None if decode_errors is None else decode_errors - decode_errors_before}
+    diagnostics: dict[str, Any] = {
+        "decode_errors": None if decode_errors is None else decode_errors - decode_errors_before
+    }
+    reads = getattr(policy, "instruction_as_read", None)
+    if reads is not None:  # what a held-out phrasing became: its known words, or a grounded instruction
+        diagnostics["instructions_read"] = {
+            text: reads(text) for text in sorted({e.instruction for e in episodes})
+        }
     report = EvalReport(protocol, episodes, per_task, overall, per_difficulty, timing, diagnostics)
     if out is not None:
         write_outputs(report, out)

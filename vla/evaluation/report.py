@@ -98,10 +98,29 @@ def to_markdown(report: EvalReport) -> str:
             f"env workers) after {t.get('startup_s', 0):.1f} s of start-up; {t.get('wall_s', 0):.1f} s in all.",
             "",
         ]
+    lines += _instructions_read(report)
     videos = [e.video for e in report.episodes if e.video]
     if videos:
         lines += ["## Videos", "", *[f"- [{Path(v).name}]({v})" for v in videos], ""]
     return "\n".join(lines)
+
+
+def _instructions_read(report: EvalReport) -> list[str]:
+    """The instructions the policy did not read word for word: what it read, and how they did."""
+    from vla.model.text_tokenizer import split_words
+
+    read = report.diagnostics.get("instructions_read") or {}
+    changed = {text: as_read for text, as_read in read.items() if as_read != " ".join(split_words(text))}
+    if not changed:
+        return []
+    lines = ["## Instructions read otherwise", "",
+             "Unknown words are hidden, or the instruction is read as the one training instruction its "
+             "known words fit (`vla.model.instruction_grounding`).", "",
+             "| instruction | the policy read | success |", "|---|---|---|"]  # fmt: skip
+    for text, as_read in sorted(changed.items()):
+        outcomes = [e.success for e in report.episodes if e.instruction == text]
+        lines.append(f"| {text} | {as_read or '(nothing)'} | {sum(outcomes)}/{len(outcomes)} |")
+    return [*lines, ""]
 
 
 def _first_seeds(protocol: dict) -> str:

@@ -11,6 +11,11 @@ what checkpoints saved before this change use, and still do when loaded). Traini
 (``train.word_dropout``) hides words the same way, so the model also learns to act on partial
 instructions.
 
+Grounding: a tokenizer built with the training episodes' tasks (what ``vla train`` saves) first
+tries to read an instruction with unknown words as the one training instruction its known words
+can only mean ("click the red button" -> "hit the red button"); only when they could mean two tasks
+or none are the unknown words hidden (:mod:`vla.model.instruction_grounding`).
+
 Ids: ``PAD=0``, ``UNK=1``, ``BOS=2`` (every sequence starts with it, so no sequence is empty), then
 256 byte ids, then words by decreasing frequency (ties alphabetical, so builds are reproducible).
 
@@ -24,9 +29,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:  # instruction_grounding imports split_words from here
+    from vla.model.instruction_grounding import InstructionGrounding
 
 PAD_ID, UNK_ID, BOS_ID = 0, 1, 2
 _BYTE_OFFSET = 3
@@ -51,12 +59,22 @@ def _head(text: str, words: int) -> str:
 class TextTokenizer:
     """Word vocabulary, unknown words hidden (or spelled in bytes); see the module docstring."""
 
-    def __init__(self, words: Sequence[str] = (), byte_fallback: bool = False):
+    def __init__(
+        self,
+        words: Sequence[str] = (),
+        byte_fallback: bool = False,
+        grounding: InstructionGrounding | None = None,
+    ):
         self.words = list(words)
         self.byte_fallback = byte_fallback
+        self.grounding = grounding
         self._ids = {w: FIRST_WORD_ID + i for i, w in enumerate(self.words)}
         if len(self._ids) != len(self.words):
             raise ValueError("the word list of a text tokenizer contains duplicates")
+        if grounding is not None and byte_fallback:
+            raise ValueError(
+                "grounding applies to hidden unknown words; a byte-fallback tokenizer spells them"
+            )
 
     @property
     def vocab_size(self) -> int:
@@ -69,14 +87,23 @@ class TextTokenizer:
         max_vocab_size: int = 512,
         min_count: int = 1,
         byte_fallback: bool = False,
+        tasks: Sequence[str] | None = None,
     ) -> TextTokenizer:
         """A vocabulary of the most frequent words in ``instructions``, ``vocab_size <= max_vocab_size``;
-        every other word reads as a hidden UNK (``byte_fallback=True``: as its visible UTF-8 bytes)."""
+        every other word reads as a hidden UNK (``byte_fallback=True``: as its visible UTF-8 bytes).
+
+        ``tasks`` (each instruction's task, in the same order) adds grounding (module docstring)."""
         if max_vocab_size < FIRST_WORD_ID:
             raise ValueError(f"max_vocab_size must be at least {FIRST_WORD_ID} (specials + 256 bytes)")
+        instructions = list(instructions)
         counts = Counter(w for text in instructions for w in split_words(text))
         ranked = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
-        return cls(ranked[: max_vocab_size - FIRST_WORD_ID], byte_fallback=byte_fallback)
+        grounding = None
+        if tasks is not None:
+            from vla.model.instruction_grounding import InstructionGrounding
+
+            grounding = InstructionGrounding.build(instructions, tasks)
+        return cls(ranked[: max_vocab_size - FIRST_WORD_ID], byte_fallback=byte_fallback, grounding=grounding)
 
     def token_ids(self, text: str, limit: int | None = None) -> list[int]:
         """The ids of one instruction, BOS first, without padding; at most ``limit`` of them.
@@ -89,7 +116,7 @@ class TextTokenizer:
         if limit is not None:
             text = _head(text, limit + 1)
         ids = [BOS_ID]
-        for word in split_words(text):
+        for word in self._grounded(split_words(text), limit):
             if limit is not None and len(ids) >= limit:
                 break
             if word in self._ids:
@@ -100,6 +127,15 @@ class TextTokenizer:
             else:
                 ids.append(UNK_ID)
         return ids if limit is None else ids[:limit]
+
+    def _grounded(self, words: list[str], limit: int | None) -> list[str]:
+        """``words``, or the words of the training instruction they ground to (module docstring).
+        Only the words that fit in ``limit`` ids decide."""
+        seen = words if limit is None else words[: max(limit - 1, 0)]
+        if self.grounding is None or all(w in self._ids for w in seen):
+            return words
+        target = self.grounding.ground([w for w in seen if w in self._ids])
+        return words if target is None else split_words(target)
 
     def encode(self, texts: Sequence[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Instructions -> ``(tokens (B, max_len) long, is_pad (B, max_len) bool)``.
@@ -143,10 +179,21 @@ class TextTokenizer:
         return " ".join(words)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "word", "version": 1, "words": self.words, "byte_fallback": self.byte_fallback}
+        state = {"kind": "word", "version": 1, "words": self.words, "byte_fallback": self.byte_fallback}
+        if self.grounding is not None:
+            state["grounding"] = self.grounding.to_dict()
+        return state
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> TextTokenizer:
+        """A tokenizer :meth:`to_dict` saved; tokenizers saved before grounding existed load without it."""
+        from vla.model.instruction_grounding import InstructionGrounding
+
         if state.get("kind") != "word":
             raise ValueError(f"saved text tokenizer has kind {state.get('kind')!r}, expected 'word'")
-        return cls(state["words"], byte_fallback=bool(state.get("byte_fallback", True)))
+        grounding = state.get("grounding")
+        return cls(
+            state["words"],
+            byte_fallback=bool(state.get("byte_fallback", True)),
+            grounding=None if grounding is None else InstructionGrounding.from_dict(grounding),
+        )

@@ -88,6 +88,12 @@ class Policy:
         self._history: deque[dict[str, np.ndarray]] = deque(maxlen=spec.n_obs_steps)
 
     # -- stateless ----------------------------------------------------------------------------
+    def instruction_as_read(self, instruction: str) -> str:
+        """The words of ``instruction`` the model reads: the known ones, or those of the training
+        instruction it grounds to (:mod:`vla.model.instruction_grounding`); for logs and reports."""
+        tokens, is_pad = self.text_tokenizer.encode([instruction], self.model.config.max_text_len)
+        return self.text_tokenizer.decode(tokens[0][~is_pad[0]].tolist())
+
     @torch.inference_mode()
     def predict_chunks(self, batch: Mapping[str, Any]) -> np.ndarray:
         """Observation batch with leading (B, T) + ``instruction`` (list of B str) -> actions (B, H, A).

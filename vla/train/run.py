@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from vla import checkpoint as ckpt
+from vla.data.dataset import episode_task
 from vla.data.loader import StepBatchSampler, make_dataloader
 from vla.features import ACTION_KEY, STATE_KEY, camera_name, kept_state_indices
 from vla.inputs import Collator
@@ -182,7 +183,15 @@ def _fresh_documents(
     action_tokenizer = make_action_tokenizer(tokenizer_name, **tokenizer_options)
     action_tokenizer.fit(normalizer.normalize(ACTION_KEY, chunks))
     metas = store.episodes_meta()
-    text_tokenizer = TextTokenizer.build([metas[e].instruction for e in train_eps])  # unknown words hidden
+    # Unknown words are hidden, unless the known ones ground the instruction to one task's. An
+    # episode recorded without a task name counts its instruction as its task: the env id alone
+    # would make every instruction of that env one task, and grounding would then pick among them.
+    text_tokenizer = TextTokenizer.build(
+        [metas[e].instruction for e in train_eps],
+        tasks=[
+            episode_task(metas[e]) if metas[e].extra.get("task") else metas[e].instruction for e in train_eps
+        ],
+    )
     # Computed once: it warns about patterns that drop nothing, and both the model and the spec need it.
     state_indices = kept_state_indices(features.state_names, list(model_section.get("state_exclude") or ()))
     model_cfg = model_config_dict(
