@@ -12,7 +12,8 @@ noise), with the batch dimension dynamic. It is the same decoder as eager infere
     state        float32 (B, T, D)   normalized with normalization.json (mean/std)
     obs_is_pad   bool    (B, T)      True for padded history steps (T = n_obs_steps, newest last)
     text_tokens  int64   (B, L)      text_tokenizer.json ids, BOS first, PAD=0, L = max_text_len
-    text_is_pad  bool    (B, L)
+    text_is_pad  bool    (B, L)      unknown words hidden, or the instruction grounded first (the
+                                     table in text_tokenizer.json: vla.model.instruction_grounding)
     -> tokens    int64   (B, num_tokens)   token heads: decoded with action_tokenizer.json, un-normalized
                                            with normalization.json (see vla.model.action_tokenizers)
        or chunk  float32 (B, H, A)         continuous heads: the normalized chunk (un-normalize it)
