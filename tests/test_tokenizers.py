@@ -273,6 +273,14 @@ def test_grounding_never_targets_an_instruction_two_tasks_share_and_round_trips_
     assert TextTokenizer.from_dict({**tok.to_dict(), "grounding": None}).grounding is None  # saved before
 
 
+def test_grounding_reads_a_training_instruction_as_itself_even_with_a_capped_vocabulary():
+    episodes = [("lift it up", "pick")] * 3 + [("lift it zz", "pick")]  # "zz": rarest, left out
+    tok = TextTokenizer.build([t for t, _ in episodes], max_vocab_size=262, tasks=[k for _, k in episodes])
+    assert "zz" not in tok.words
+    assert _reads(tok, "lift it zz") == "lift it"  # itself, its unknown word hidden: not regrounded
+    assert _reads(tok, "lift it soon") == "lift it up"  # a new phrasing is grounded
+
+
 def test_grounding_decides_on_the_words_that_fit_and_rejects_bad_input():
     tok = _grounded_tokenizer()
     # Only 3 ids fit (BOS + 2 words): "click the" decides, and "the" fits every task: hidden.

@@ -116,7 +116,7 @@ class TextTokenizer:
         if limit is not None:
             text = _head(text, limit + 1)
         ids = [BOS_ID]
-        for word in self._grounded(split_words(text), limit):
+        for word in self._grounded(text, limit):
             if limit is not None and len(ids) >= limit:
                 break
             if word in self._ids:
@@ -128,11 +128,13 @@ class TextTokenizer:
                 ids.append(UNK_ID)
         return ids if limit is None else ids[:limit]
 
-    def _grounded(self, words: list[str], limit: int | None) -> list[str]:
-        """``words``, or the words of the training instruction they ground to (module docstring).
-        Only the words that fit in ``limit`` ids decide."""
+    def _grounded(self, text: str, limit: int | None) -> list[str]:
+        """The words of ``text``, or of the training instruction it grounds to (module docstring).
+        Only the words that fit in ``limit`` ids decide; a training instruction is read as itself
+        (with a capped vocabulary it may hold unknown words too)."""
+        words = split_words(text)
         seen = words if limit is None else words[: max(limit - 1, 0)]
-        if self.grounding is None or all(w in self._ids for w in seen):
+        if self.grounding is None or text in self.grounding.tasks or all(w in self._ids for w in seen):
             return words
         target = self.grounding.ground([w for w in seen if w in self._ids])
         return words if target is None else split_words(target)
