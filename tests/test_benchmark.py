@@ -81,6 +81,19 @@ def test_plan_merges_quick_suite_and_command_line(tmp_path):
     assert "episodes_per_task=2" in p.record_args
 
 
+def test_a_mapping_setting_reaches_the_train_command_intact(tmp_path):
+    """Hydra's override grammar takes no quoted dict keys: a suite's ``task_weights`` must still
+    compose into ``vla train``'s config with its fnmatch patterns as they were written."""
+    from vla.config import compose_command
+    from vla.train.cli import TrainCommand
+
+    suite = {"name": "s", "dataset": "tabletop", "policy": "tiny",
+             "train": {"order": "tasks", "task_weights": {"*press-*": 2.0, "*pick-red": 0.5}}}  # fmt: skip
+    p = plan(suite, tmp_path, {}, quick=False)
+    train = compose_command("train", p.train_args, TrainCommand)
+    assert dict(train.train.task_weights) == {"*press-*": 2.0, "*pick-red": 0.5}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -133,6 +133,27 @@ def test_task_balanced_order_draws_every_task_equally_often():
     assert not np.array_equal(order(3, 1), order(3, 2))
 
 
+def test_task_weights_shift_the_share_of_the_tasks_they_match():
+    from vla.data.loader import task_balanced_order
+
+    tasks = ["suite/reach-red"] * 20 + ["suite/press-red"] * 50 + ["suite/pick-red"] * 130
+    plain = task_balanced_order(tasks)
+    weighted = task_balanced_order(tasks, {"*press-*": 2.0})
+    drawn = np.concatenate([weighted(0, epoch) for epoch in range(20)])
+    share_of_press = float(((drawn >= 20) & (drawn < 70)).mean())
+    assert 0.45 < share_of_press < 0.55  # 2 / (1 + 2 + 1); unweighted it would be 1/3
+    assert 0.2 < float((drawn < 20).mean()) < 0.3  # the unmatched tasks keep weight 1
+    # No weights, no change: the unweighted order is the one runs trained with before weights existed.
+    np.testing.assert_array_equal(task_balanced_order(tasks, {})(3, 1), plain(3, 1))
+    assert not np.array_equal(weighted(3, 1), plain(3, 1))
+    zero = np.concatenate([task_balanced_order(tasks, {"*pick-*": 0})(0, e) for e in range(5)])
+    assert zero.max() < 70  # weight 0 leaves a task out
+    with pytest.raises(ValueError, match=r"match none of the training tasks"):
+        task_balanced_order(tasks, {"*stack-*": 2.0})  # a typo never trains silently unweighted
+    with pytest.raises(ValueError, match="task weights must be finite"):
+        task_balanced_order(tasks, {"*": 0.0})
+
+
 def test_tasks_order_balances_the_tasks_a_suite_recorder_names(tmp_path):
     """One env id ("tabletop") holds every task of a suite; the task is in the episode's metadata."""
     from conftest import data_frame, data_schema

@@ -70,6 +70,13 @@ def test_train_config_rejects_unknown_and_bad_values() -> None:
     curriculum, _ = TrainConfig.from_sections({"curriculum_steps": 100, "curriculum_tasks": ["*reach-*"]})
     assert curriculum.curriculum_tasks == ("*reach-*",)
     assert curriculum.to_dict()["curriculum_tasks"] == ["*reach-*"]
+    weighted, _ = TrainConfig.from_sections({"order": "tasks", "task_weights": {"*press-*": 2}})
+    assert weighted.task_weights == {"*press-*": 2.0}
+    assert weighted.to_dict()["task_weights"] == {"*press-*": 2.0}
+    with pytest.raises(ValueError, match="train.task_weights need train.order=tasks"):
+        TrainConfig.from_sections({"task_weights": {"*press-*": 2.0}})  # the default order ignores tasks
+    with pytest.raises(ValueError, match="train.task_weights must be finite"):
+        TrainConfig.from_sections({"order": "tasks", "task_weights": {"*press-*": -1.0}})
     with pytest.raises(ValueError, match="train.word_dropout"):
         TrainConfig.from_sections({"word_dropout": 1.0})  # every word gone: nothing left to read
 

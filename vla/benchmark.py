@@ -150,11 +150,14 @@ def _args(section: Mapping[str, Any], prefix: str = "") -> list[str]:
 
 
 def _value(value: Any) -> str:
-    """A value in Hydra's override grammar (lists as ``[a,b]``, booleans lower case)."""
+    """A value in Hydra's override grammar (lists as ``[a,b]``, mappings as ``{k:v}`` with bare keys,
+    which is all the grammar allows, booleans lower case)."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list | tuple):
         return "[" + ",".join(_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{_value(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 

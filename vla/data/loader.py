@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import fnmatch
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,16 +51,37 @@ def uniform_order(num_samples: int) -> OrderFn:
     return order
 
 
-def task_balanced_order(sample_tasks: Sequence[str]) -> OrderFn:
+def _task_weight(name: str, weights: Mapping[str, float]) -> float:
+    """The weight of task ``name`` under ``weights`` (fnmatch pattern -> weight): the first pattern
+    that matches, 1.0 when none does."""
+    for pattern, weight in weights.items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return float(weight)
+    return 1.0
+
+
+def task_balanced_order(sample_tasks: Sequence[str], weights: Mapping[str, float] | None = None) -> OrderFn:
     """The ``tasks`` order over samples whose tasks are ``sample_tasks``: every task equally likely
-    at every draw, a uniform window within it (one epoch is ``len(sample_tasks)`` draws)."""
+    at every draw (or in proportion to ``weights``, fnmatch pattern -> weight, unmatched tasks 1.0),
+    a uniform window within it (one epoch is ``len(sample_tasks)`` draws)."""
     names, task_of_sample = np.unique(np.asarray(sample_tasks), return_inverse=True)
     members = [np.flatnonzero(task_of_sample == k) for k in range(len(names))]
     size = len(task_of_sample)
+    unused = [p for p in (weights or {}) if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+    if unused:
+        raise ValueError(f"task weight patterns {unused} match none of the training tasks {names.tolist()}")
+    odds = np.array([_task_weight(str(n), weights or {}) for n in names], dtype=np.float64)
+    if not (np.isfinite(odds).all() and (odds >= 0).all() and odds.sum() > 0):
+        raise ValueError(f"task weights must be finite, >= 0 and not all 0; got {dict(weights or {})}")
+    odds /= odds.sum()
 
     def order(seed: int, epoch: int) -> np.ndarray:
         rng = np.random.default_rng([seed, epoch, 23])
-        task = rng.integers(len(members), size=size)
+        # Unweighted draws stay integers(): the same order as before weights existed, for any seed.
+        if weights:
+            task = rng.choice(len(members), size=size, p=odds)
+        else:
+            task = rng.integers(len(members), size=size)
         out = np.empty(size, dtype=np.int64)
         for k, windows in enumerate(members):
             drawn = task == k
@@ -201,6 +222,7 @@ def make_dataloader(
     pin_memory: bool = False,
     curriculum_tasks: Sequence[str] = (),
     curriculum_steps: int = 0,
+    task_weights: Mapping[str, float] | None = None,
 ) -> DataLoader:
     """The DataLoader of steps ``start_step .. steps - 1`` (default: one epoch) of ``dataset``.
 
@@ -219,12 +241,14 @@ def make_dataloader(
     streams = num_workers if order_streams is None else order_streams
     if curriculum_steps > 0 and not curriculum_tasks:
         raise ValueError("curriculum_steps > 0 needs curriculum_tasks (task-name patterns)")
+    if task_weights and order != "tasks":
+        raise ValueError(f"task_weights need order='tasks', got order={order!r}")
     # Each sample's task, read once for the orders that need it.
     sample_tasks = _sample_tasks(dataset) if order == "tasks" or curriculum_steps > 0 else []
     if order == "uniform":
         order_fn = uniform_order(size)
     elif order == "tasks":
-        order_fn = task_balanced_order(sample_tasks)
+        order_fn = task_balanced_order(sample_tasks, task_weights)
     else:
         order_fn = storage_locality_order(dataset, global_batch, streams)
     end_step = steps if steps is not None else start_step + size // max(global_batch, 1)

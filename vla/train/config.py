@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -55,6 +55,10 @@ class TrainConfig:
     # every task, it never does (vla.data.loader.curriculum_order).
     curriculum_tasks: tuple[str, ...] = ()
     curriculum_steps: int = 0
+    # With order "tasks": a task's share of the draws in proportion to the weight of the first
+    # pattern (fnmatch over "<env id>/<task>") that matches it, 1.0 when none does, e.g.
+    # {"*press-*": 2.0} draws each press task twice as often as each other task.
+    task_weights: dict[str, float] = field(default_factory=dict)
     # Word dropout: each word of a training instruction is hidden from the model with this
     # probability, unless the words left would also fit another task's instruction
     # (vla.train.augment.WordDropout). Unknown words are hidden the same way at inference.
@@ -72,6 +76,8 @@ class TrainConfig:
                 values[key] = value
         if "betas" in values:
             values["betas"] = tuple(float(b) for b in values["betas"])
+        if "task_weights" in values:
+            values["task_weights"] = {str(k): float(v) for k, v in (values["task_weights"] or {}).items()}
         if "curriculum_tasks" in values:
             values["curriculum_tasks"] = tuple(str(t) for t in values["curriculum_tasks"] or ())
         config = cls(**values)
@@ -97,6 +103,10 @@ class TrainConfig:
                 f"train.curriculum_steps must be >= 0 and, when > 0, needs train.curriculum_tasks; got "
                 f"{self.curriculum_steps} with {list(self.curriculum_tasks)}"
             )
+        if self.task_weights and self.order != "tasks":
+            raise ValueError(f"train.task_weights need train.order=tasks, got train.order={self.order!r}")
+        if any(not (w >= 0 and w < float("inf")) for w in self.task_weights.values()):
+            raise ValueError(f"train.task_weights must be finite and >= 0, got {self.task_weights}")
         if not 0.0 <= self.word_dropout < 1.0:
             raise ValueError(f"train.word_dropout must be in [0, 1), got {self.word_dropout}")
         if self.warmup_steps < 0 or self.num_workers < 0 or self.eval_every < 0:
@@ -107,4 +117,5 @@ class TrainConfig:
         data = dataclasses.asdict(self)
         data["betas"] = list(self.betas)
         data["curriculum_tasks"] = list(self.curriculum_tasks)
+        data["task_weights"] = dict(self.task_weights)
         return data

@@ -288,6 +288,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path, dist_info: DistInfo, device: tor
             rank=dist_info.rank, world_size=dist_info.world_size, num_workers=tc.num_workers,
             order_streams=streams, collate_fn=collator, pin_memory=device.type == "cuda",
             curriculum_tasks=tc.curriculum_tasks, curriculum_steps=tc.curriculum_steps,
+            task_weights=tc.task_weights,
         )  # fmt: skip
 
     def val_loader() -> DataLoader:
