@@ -92,6 +92,11 @@ class FilmConvStack(nn.Module):
         self.out_channels = channels
         self.act = nn.GELU()
         self.reset_film()
+        # Channels-last (NHWC) weights and inputs: oneDNN's and cuDNN's fast layout. Measured on a
+        # 2-core CPU, a tiny128_deep training step at batch 16 took 102 ms eager and 92 ms compiled
+        # against 132 and 142 ms in NCHW (scripts/bench_model.py). The values are unchanged, only their
+        # order in memory; checkpoints store them contiguous (safetensors' force_contiguous).
+        self.convs.to(memory_format=torch.channels_last)
 
     def reset_film(self) -> None:
         """Zero the FiLM maps: scale 1 and shift 0 for every instruction (the unconditioned stack).
@@ -107,7 +112,7 @@ class FilmConvStack(nn.Module):
                 "this conv stem " + ("needs" if self.films is not None else "takes no")
                 + " an instruction vector (VLAConfig.film)"
             )  # fmt: skip
-        x = images * 2.0 - 1.0
+        x = (images * 2.0 - 1.0).contiguous(memory_format=torch.channels_last)  # see __init__
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
             y = norm(conv(x))
             if self.films is not None:

