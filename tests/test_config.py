@@ -66,6 +66,9 @@ def test_a_wrong_type_or_range_names_the_key() -> None:
     assert "choose one of train, heldout, both" in _refused(
         "eval", ["env=tabletop", "phrasing=x"], EvalCommand
     )
+    # A whole value of the wrong container type: OmegaConf names no key, the check still does.
+    assert _refused("train", ["train.task_weights=[1,2]"], TrainCommand).startswith("train.task_weights:")
+    assert _refused("train", ["train.betas={a:1}"], TrainCommand).startswith("train.betas:")
 
 
 def test_plus_adds_to_open_mappings_and_tilde_unsets() -> None:

@@ -231,13 +231,31 @@ def check(values: Mapping[str, Any], schema: type, path: str = "") -> dict[str, 
             f"unknown key {path + exc.full_key!r}; valid keys: {', '.join(_keys_at(schema, parent)) or '(none)'}"
         ) from None
     except ValidationError as exc:
-        raise ConfigError(f"{path}{exc.full_key}: {str(exc.msg).splitlines()[0]}") from None
+        key = exc.full_key or _failing_key(values, schema)
+        raise ConfigError(f"{path}{key}: {str(exc.msg).splitlines()[0]}") from None
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"{path}{getattr(exc, 'full_key', '')}: {str(exc).splitlines()[0]}") from None
+        key = getattr(exc, "full_key", "") or _failing_key(values, schema)
+        raise ConfigError(f"{path}{key}: {str(exc).splitlines()[0]}") from None
     plain = OmegaConf.to_container(merged, resolve=True, enum_to_str=True)
     assert isinstance(plain, dict)
     _check_limits(plain, schema, path)
     return drop_unset(plain)
+
+
+def _failing_key(values: Mapping[str, Any], schema: type) -> str:
+    """The first key of ``values`` that does not merge into ``schema`` on its own.
+
+    OmegaConf names no key when a whole value has the wrong container type (a list given for a
+    mapping, a mapping for a list), so the keys are merged one at a time to find it."""
+    structured = OmegaConf.structured(schema)
+    for key, value in drop_unset(values).items():
+        try:
+            OmegaConf.merge(structured, {key: value})
+        except OmegaConfBaseException as exc:
+            nested = _nested_schemas(schema).get(str(key))
+            inner = _failing_key(value, nested) if nested and isinstance(value, Mapping) else ""
+            return f"{key}.{inner}" if inner else getattr(exc, "full_key", "") or str(key)
+    return ""
 
 
 def drop_unset(values: Mapping[str, Any]) -> dict[str, Any]:
