@@ -4,7 +4,8 @@ For each policy size (``policies/<name>.yaml``) and action head (``--heads``: ``
 ``ar_fast``, ``l1``, ``flow``) it measures, side by side in one run:
 
 - training samples/s (forward + backward + AdamW step on random inputs of the demo's shapes), with
-  ``--compile`` also through ``torch.compile`` (``train.compile``), as a ratio to eager;
+  ``--compile`` also through ``torch.compile`` (``train.compile``), as a ratio to eager; with
+  ``--layout`` the conv stem's channels-last layout (the default) against NCHW, eager and compiled;
 - inference latency of one action chunk at batch 1 (p50, p99) with the KV cache and without it
   (the uncached reference re-runs the full sequence per token, or per flow step), and their ratio:
   for ``ar_bins`` the number of tokens the binning tokenizer needs, for ``ar_fast`` the mean number
@@ -20,6 +21,7 @@ For each policy size (``policies/<name>.yaml``) and action head (``--heads``: ``
     .venv/bin/python scripts/bench_model.py --models small --precision fp32 bf16 int8 --threads 2
     .venv/bin/python scripts/bench_model.py --models tiny small --heads ar_bins ar_fast l1 flow
     .venv/bin/python scripts/bench_model.py --models tiny128 tiny128_deep --image-size 128 --compile --train-steps 20
+    .venv/bin/python scripts/bench_model.py --models tiny128_deep --image-size 128 --batch-size 16 --compile --layout --skip-latency
 """
 
 from __future__ import annotations
@@ -177,6 +179,10 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--compile", action="store_true", help="also time compiled training against eager")
     parser.add_argument(
+        "--layout", action="store_true", help="also time training with the conv stem in NCHW (the baseline)"
+    )
+    parser.add_argument("--skip-latency", action="store_true", help="time training only")
+    parser.add_argument(
         "--precision", nargs="+", default=["fp32"], help="inference precisions to time (fp32 bf16 int8)"
     )
     args = parser.parse_args()
@@ -214,13 +220,30 @@ def main() -> None:
             if not args.skip_training:
                 samples = train_throughput(model, config, tokens, args, device)
                 print(f"{tag} training (batch {args.batch_size}): {samples:.1f} samples/s")
+                measured = {"eager": samples}
                 if args.compile:
                     compiled = train_throughput(
                         copy.deepcopy(model), config, tokens, args, device, compile=True
                     )
                     print(f"{tag} training compiled (train.compile=true): {compiled:.1f} samples/s, "
                           f"{compiled / samples:.2f}x eager")  # fmt: skip
-            time_head(model, config, tokens, what, tag, args, device)
+                    measured["compiled"] = compiled
+                if args.layout:
+                    time_layouts(model, config, tokens, tag, args, device, measured)
+            if not args.skip_latency:
+                time_head(model, config, tokens, what, tag, args, device)
+
+
+def time_layouts(
+    model: VLA, config: VLAConfig, tokens: int, tag: str, args, device, channels_last: dict
+) -> None:
+    """Training samples/s with the conv stem in NCHW (the baseline), against ``channels_last``'s
+    (samples/s per mode: eager, compiled)."""
+    for mode, fast in channels_last.items():
+        nchw = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+        slow = train_throughput(nchw, config, tokens, args, device, compile=mode == "compiled")
+        print(f"{tag} training {mode}, conv stem channels-last {fast:.1f} samples/s, NCHW {slow:.1f} "
+              f"samples/s: {fast / slow:.2f}x")  # fmt: skip
 
 
 def time_head(model: VLA, config: VLAConfig, tokens: int, what: str, tag: str, args, device) -> None:

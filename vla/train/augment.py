@@ -28,10 +28,11 @@ def random_shift(images: Tensor, pad: int, generator: torch.Generator | None = N
     # (B, N, T*C, H, W): one shift per sample and camera, shared across time.
     x = images.permute(0, 2, 1, 3, 4, 5).reshape(B * N, T * C, H, W)
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    shifts = torch.randint(0, 2 * pad + 1, (2, B * N), generator=generator).tolist()
+    rows, cols = torch.randint(0, 2 * pad + 1, (2, B * N), generator=generator).tolist()
     # One slice per (sample, camera), stacked: 10x faster on the CPU than one advanced-indexing gather
     # (0.8 against 8.5 ms for a batch of 16 with two 128x128 cameras), with the same values.
-    out = torch.stack([padded[i, :, r : r + H, c : c + W] for i, (r, c) in enumerate(zip(*shifts))])
+    crops = [padded[i, :, r : r + H, c : c + W] for i, (r, c) in enumerate(zip(rows, cols, strict=True))]
+    out = torch.stack(crops)
     return out.reshape(B, N, T, C, H, W).permute(0, 2, 1, 3, 4, 5)
 
 
