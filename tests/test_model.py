@@ -314,3 +314,27 @@ def test_conv_and_pretrained_vision_encoders(tmp_path):
         VLA(small_config(vision_encoder=f"pretrained:{tmp_path / 'missing.pt'}"))
     with pytest.raises(ValueError, match="unknown vision encoder"):
         VLA(small_config(vision_encoder="resnet"))
+
+
+def test_the_conv_stem_runs_channels_last_and_saves_contiguous_weights(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_model
+
+    from vla.checkpoint import load_weights
+
+    model, config, obs, tokens = model_and_inputs(seed=5, vision_encoder="conv", film=True, stem_blocks=1)
+    convs = model.vision.stem.convs
+    assert all(conv.weight.is_contiguous(memory_format=torch.channels_last) for conv in convs)
+    # The layout changes only the order in memory: the NCHW model computes the same loss.
+    nchw = VLA(config).eval()
+    nchw.load_state_dict(model.state_dict())
+    nchw.to(memory_format=torch.contiguous_format)
+    assert not convs[0].weight.is_contiguous() and nchw.vision.stem.convs[0].weight.is_contiguous()
+    torch.testing.assert_close(nchw.loss(obs, tokens), model.loss(obs, tokens), rtol=1e-5, atol=1e-6)
+    # A checkpoint stores plain contiguous tensors and loads back into the channels-last model.
+    path = tmp_path / "model.safetensors"
+    save_model(model, str(path))
+    assert all(t.is_contiguous() for t in load_file(str(path)).values())
+    reloaded = VLA(config).eval()
+    load_weights(reloaded, path)
+    assert reloaded.vision.stem.convs[0].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(reloaded.loss(obs, tokens), model.loss(obs, tokens), rtol=0, atol=0)

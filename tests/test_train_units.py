@@ -25,6 +25,28 @@ def test_lr_warmup_then_cosine_to_floor() -> None:
     assert lr_at(110, 1.0, 10, 110, 0.1) == pytest.approx(0.1)
 
 
+def test_the_optimizer_is_fused_on_the_cpu_and_updates_as_torchs_default_adamw() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    reference = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    reference.load_state_dict(model.state_dict())
+    fused = build_optimizer(model, 1e-2, 0.1)
+    assert fused.defaults["fused"] is True
+    decay = [p for p in reference.parameters() if p.ndim >= 2]
+    rest = [p for p in reference.parameters() if p.ndim < 2]
+    plain = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+        lr=1e-2,
+        betas=(0.9, 0.95),
+    )
+    x = torch.randn(8, 3)
+    for net, optimizer in ((model, fused), (reference, plain)):
+        net(x).pow(2).mean().backward()
+        optimizer.step()
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_sampler_order_is_a_pure_function_of_seed_and_step() -> None:
     full = StepBatchSampler(50, 4, seed=3, end_step=30)
     resumed = StepBatchSampler(50, 4, seed=3, start_step=17, end_step=30)
