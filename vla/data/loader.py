@@ -64,15 +64,16 @@ def task_balanced_order(sample_tasks: Sequence[str], weights: Mapping[str, float
     """The ``tasks`` order over samples whose tasks are ``sample_tasks``: every task equally likely
     at every draw (or in proportion to ``weights``, fnmatch pattern -> weight, unmatched tasks 1.0),
     a uniform window within it (one epoch is ``len(sample_tasks)`` draws)."""
+    weights = dict(weights or {})
     names, task_of_sample = np.unique(np.asarray(sample_tasks), return_inverse=True)
     members = [np.flatnonzero(task_of_sample == k) for k in range(len(names))]
     size = len(task_of_sample)
-    unused = [p for p in (weights or {}) if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+    unused = [p for p in weights if not any(fnmatch.fnmatchcase(n, p) for n in names)]
     if unused:
         raise ValueError(f"task weight patterns {unused} match none of the training tasks {names.tolist()}")
-    odds = np.array([_task_weight(str(n), weights or {}) for n in names], dtype=np.float64)
+    odds = np.array([_task_weight(str(n), weights) for n in names], dtype=np.float64)
     if not (np.isfinite(odds).all() and (odds >= 0).all() and odds.sum() > 0):
-        raise ValueError(f"task weights must be finite, >= 0 and not all 0; got {dict(weights or {})}")
+        raise ValueError(f"task weights must be finite, >= 0 and not all 0; got {weights}")
     odds /= odds.sum()
 
     def order(seed: int, epoch: int) -> np.ndarray:
