@@ -104,6 +104,22 @@ def test_padded_text_and_observation_steps_are_ignored():
     torch.testing.assert_close(after, before)
 
 
+@pytest.mark.parametrize("film", [False, True])
+def test_trailing_text_padding_can_be_cut_without_changing_the_output(film):
+    # Training pads instructions to the store's longest, not to max_text_len (vla.inputs.text_positions):
+    # sound only because positions that are padding in every row change nothing.
+    extra = {"vision_encoder": "conv", "film": True} if film else {}
+    model, config, obs, tokens = model_and_inputs(seed=2, **extra)
+    obs["text_is_pad"][:, 4:] = True
+    obs["text_is_pad"][1, 2] = True  # a hidden word inside the kept positions stays hidden
+    trimmed = dict(obs, text_tokens=obs["text_tokens"][:, :4], text_is_pad=obs["text_is_pad"][:, :4])
+    torch.testing.assert_close(model(trimmed, tokens), model(obs, tokens), atol=1e-5, rtol=1e-4)
+    padded_more = dict(obs, text_tokens=torch.nn.functional.pad(obs["text_tokens"], (0, 2)),
+                       text_is_pad=torch.nn.functional.pad(obs["text_is_pad"], (0, 2), value=True))  # fmt: skip
+    assert padded_more["text_tokens"].shape[1] == config.max_text_len
+    torch.testing.assert_close(model(padded_more, tokens), model(obs, tokens), atol=1e-5, rtol=1e-4)
+
+
 # -- decoding ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("padded,film", [(False, False), (True, False), (False, True), (True, True)])
 def test_kv_cache_decoding_equals_the_uncached_forward(padded, film):

@@ -294,3 +294,20 @@ def test_grounding_decides_on_the_words_that_fit_and_rejects_bad_input():
         TextTokenizer.build(["go"], tasks=[""])
     with pytest.raises(ValueError, match="instruction strings to task strings"):
         TextTokenizer.from_dict({**tok.to_dict(), "grounding": {"go": 3}})
+
+
+def test_training_pads_text_to_the_longest_instruction_not_to_max_text_len(caplog):
+    from vla.inputs import text_positions
+
+    instructions = ["reach the red block", "move the gripper to the red block", "press the red button"]
+    tok = TextTokenizer.build(instructions)
+    assert text_positions(tok, instructions, max_len=16) == 8  # BOS + 7 words
+    with caplog.at_level("WARNING", logger="vla.inputs"):
+        assert text_positions(tok, instructions, max_len=5) == 5  # never more than max_text_len
+    assert "1 instruction(s) take more than max_text_len=5 ids" in caplog.text  # cut, and said so
+    assert "move the gripper to the red block" in caplog.text
+    assert text_positions(tok, [], max_len=16) == 16
+    # Encoded at that length, every instruction is whole: nothing is cut.
+    tokens, is_pad = tok.encode(instructions, text_positions(tok, instructions, 16))
+    assert tokens.shape == (3, 8) and not is_pad[1].any() and is_pad[0, 5:].all()
+    assert tok.decode(tokens[1].tolist()) == "move the gripper to the red block"

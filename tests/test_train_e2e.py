@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from test_train_helpers import make_config_root, make_tiny_store
 
 from vla.cli import main as vla_main
@@ -82,6 +83,18 @@ def test_on_step_observes_every_step_without_changing_the_logging_cadence(tiny_r
     assert seen == [1, 2, 3, 4, 5, 6]
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in logged if "train/loss" in row] == [4, 6]  # log_every, and the last step
+
+
+def test_training_batches_pad_text_to_the_stores_longest_instruction(tiny_root: Path) -> None:
+    from vla.train.distributed import DistInfo
+    from vla.train.run import prepare_run
+
+    out = tiny_root / "text_positions"
+    cfg = train_config(["dataset=tinyds", "policy=testtiny", f"out={out}", "policy.model.max_text_len=16"])
+    data = prepare_run(cfg, out, DistInfo(), torch.device("cpu"))
+    batch = next(iter(data.train_loader(start_step=0)))
+    assert data.model.config.max_text_len == 16  # the model still reads up to 16 (inference pads to it)
+    assert batch["text_tokens"].shape[1] == 8  # "push the blue block to the goal": BOS + 7 words
 
 
 def test_vla_train_hands_the_simulation_evaluator_to_the_loop(

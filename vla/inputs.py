@@ -15,7 +15,8 @@ feed the model identically. This module sits below training and the runtime (doc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ import torch
 
 from vla.features import ACTION_KEY, INSTRUCTION_KEY, STATE_KEY
 from vla.normalization import Normalizer, scale_images
+
+log = logging.getLogger(__name__)
 
 OBS_IS_PAD = "observation_is_pad"
 
@@ -75,6 +78,26 @@ def encode_text(text_tokenizer: Any, instructions: list[str], max_len: int) -> d
     """Instructions -> ``text_tokens`` (B, L) and ``text_is_pad`` (B, L)."""
     tokens, is_pad = text_tokenizer.encode(instructions, max_len)
     return {"text_tokens": torch.as_tensor(tokens).long(), "text_is_pad": torch.as_tensor(is_pad).bool()}
+
+
+def text_positions(text_tokenizer: Any, instructions: Iterable[str], max_len: int) -> int:
+    """The text positions a batch of ``instructions`` needs: their longest id sequence (BOS
+    included), at most ``max_len``.
+
+    Why: training pads every instruction to one fixed length (a compiled loss keeps one shape), and
+    padding is masked out of attention and pooling, so positions past the longest training
+    instruction only cost time. The demo's instructions take 8 ids of ``max_text_len`` 16; trimming
+    them shortens every training sequence from 53 tokens to 45. The model takes any length up to
+    ``max_text_len``, so inference still pads to that.
+    """
+    lengths = {text: len(text_tokenizer.token_ids(text, limit=max_len + 1)) for text in set(instructions)}
+    cut = sorted(text for text, count in lengths.items() if count > max_len)
+    if cut:  # the model never reads their last words: say so rather than train on them silently
+        log.warning(
+            "%d instruction(s) take more than max_text_len=%d ids and are cut, e.g. %r",
+            len(cut), max_len, cut[0],
+        )  # fmt: skip
+    return min(max(lengths.values(), default=max_len), max_len)
 
 
 def to_model_inputs(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ from vla import checkpoint as ckpt
 from vla.data.dataset import episode_task
 from vla.data.loader import StepBatchSampler, make_dataloader
 from vla.features import ACTION_KEY, STATE_KEY, camera_name, kept_state_indices
-from vla.inputs import Collator
+from vla.inputs import Collator, text_positions
 from vla.normalization import Normalizer
 from vla.train.augment import WordDropout
 from vla.train.config import TrainConfig
@@ -267,15 +267,12 @@ def prepare_run(cfg: DictConfig, run_dir: Path, dist_info: DistInfo, device: tor
         observation_keys=[*features.camera_keys, STATE_KEY], action_key=ACTION_KEY,
     )  # fmt: skip
     state_indices = documents["policy"].get("state_indices")
-    collator = Collator(
-        features.camera_keys,
-        normalizer,
-        text_tokenizer,
-        model_cfg.max_text_len,
-        action_tokenizer,
-        state_indices,
-    )
     train_set = TrajectoryDataset(store.path, spec, episodes=train_eps, in_memory=tc.in_memory)
+    # Every batch pads its instructions to the longest of the store's, not to max_text_len.
+    text_len = text_positions(text_tokenizer, train_set.instructions, model_cfg.max_text_len)
+    collator = Collator(
+        features.camera_keys, normalizer, text_tokenizer, text_len, action_tokenizer, state_indices
+    )
     val_set = TrajectoryDataset(store.path, spec, episodes=val_eps) if val_eps else None
     streams = int(documents["config"].get("order_streams", tc.num_workers))
     # Refuses a training set smaller than one global batch before anything starts.
@@ -304,7 +301,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path, dist_info: DistInfo, device: tor
     if tc.word_dropout:  # the training set has already read every episode's instruction and task
         word_dropout = WordDropout.build(
             tc.word_dropout, [train_set.instructions[e] for e in train_eps],
-            [train_set.episode_tasks[e] for e in train_eps], text_tokenizer, model_cfg.max_text_len,
+            [train_set.episode_tasks[e] for e in train_eps], text_tokenizer, text_len,
         )  # fmt: skip
     return RunData(
         train_config=tc, model=model, documents=documents, resume_from=resume_from,
