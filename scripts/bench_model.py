@@ -6,6 +6,8 @@ For each policy size (``policies/<name>.yaml``) and action head (``--heads``: ``
 - training samples/s (forward + backward + AdamW step on random inputs of the demo's shapes), with
   ``--compile`` also through ``torch.compile`` (``train.compile``), as a ratio to eager; with
   ``--layout`` the conv stem's channels-last layout (the default) against NCHW, eager and compiled;
+  with ``--text-baseline L`` instructions padded to ``--text-len`` positions (what training pads
+  to: the store's longest instruction, vla.inputs.text_positions) against ``L`` (max_text_len);
 - inference latency of one action chunk at batch 1 (p50, p99) with the KV cache and without it
   (the uncached reference re-runs the full sequence per token, or per flow step), and their ratio:
   for ``ar_bins`` the number of tokens the binning tokenizer needs, for ``ar_fast`` the mean number
@@ -22,6 +24,7 @@ For each policy size (``policies/<name>.yaml``) and action head (``--heads``: ``
     .venv/bin/python scripts/bench_model.py --models tiny small --heads ar_bins ar_fast l1 flow
     .venv/bin/python scripts/bench_model.py --models tiny128 tiny128_deep --image-size 128 --compile --train-steps 20
     .venv/bin/python scripts/bench_model.py --models tiny128_deep --image-size 128 --batch-size 16 --compile --layout --skip-latency
+    .venv/bin/python scripts/bench_model.py --models tiny128_deep --image-size 128 --batch-size 16 --compile --skip-latency --text-len 8 --text-baseline 16
 """
 
 from __future__ import annotations
@@ -93,9 +96,11 @@ def make_config(name: str, args: argparse.Namespace, vocab: int, max_tokens: int
                      text_vocab_size=300, action_vocab_size=vocab, max_action_tokens=max_tokens)  # fmt: skip
 
 
-def random_obs(config: VLAConfig, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+def random_obs(
+    config: VLAConfig, batch: int, device: torch.device, text_len: int = 12
+) -> dict[str, torch.Tensor]:
     T, N, S = config.n_obs_steps, len(config.cameras), config.image_size
-    text_len = min(12, config.max_text_len)
+    text_len = min(text_len, config.max_text_len)
     return {
         "images": torch.rand(batch, T, N, 3, S, S, device=device),
         "state": torch.randn(batch, T, config.state_dim, device=device),
@@ -111,14 +116,21 @@ def sync(device: torch.device) -> None:
 
 
 def train_throughput(
-    model: VLA, config: VLAConfig, tokens: int, args, device, compile: bool = False
+    model: VLA,
+    config: VLAConfig,
+    tokens: int,
+    args,
+    device,
+    compile: bool = False,
+    text_len: int | None = None,
 ) -> float:
     """Training samples/s; with ``compile`` through ``torch.compile(model.loss)`` (``train.compile``),
-    its compilation inside the two warm-up steps."""
+    its compilation inside the two warm-up steps. Instructions take ``text_len`` positions
+    (default ``--text-len``)."""
     model.train()
     loss_fn = torch.compile(model.loss) if compile else model.loss
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    obs = random_obs(config, args.batch_size, device)
+    obs = random_obs(config, args.batch_size, device, text_len or args.text_len)
     if config.continuous_actions:
         targets = torch.rand(args.batch_size, config.horizon, config.action_dim, device=device) * 2 - 1
     else:
@@ -182,6 +194,10 @@ def main() -> None:
         "--layout", action="store_true", help="also time training with the conv stem in NCHW (the baseline)"
     )
     parser.add_argument("--skip-latency", action="store_true", help="time training only")
+    parser.add_argument("--text-len", type=int, default=12, help="text positions per instruction")
+    parser.add_argument(
+        "--text-baseline", type=int, default=0, help="also time training with this many text positions"
+    )
     parser.add_argument(
         "--precision", nargs="+", default=["fp32"], help="inference precisions to time (fp32 bf16 int8)"
     )
@@ -230,6 +246,8 @@ def main() -> None:
                     measured["compiled"] = compiled
                 if args.layout:
                     time_layouts(model, config, tokens, tag, args, device, measured)
+                if args.text_baseline:
+                    time_text_positions(model, config, tokens, tag, args, device)
             if not args.skip_latency:
                 time_head(model, config, tokens, what, tag, args, device)
 
@@ -244,6 +262,45 @@ def time_layouts(
         slow = train_throughput(nchw, config, tokens, args, device, compile=mode == "compiled")
         print(f"{tag} training {mode}, conv stem channels-last {fast:.1f} samples/s, NCHW {slow:.1f} "
               f"samples/s: {fast / slow:.2f}x")  # fmt: skip
+
+
+def time_text_positions(model: VLA, config: VLAConfig, tokens: int, tag: str, args, device) -> None:
+    """Training samples/s with instructions padded to ``--text-len`` positions against
+    ``--text-baseline`` (max_text_len, the baseline), eager and compiled. The two run in alternating
+    blocks of 10 steps and each reports its median step: on a shared VM whose speed drifts by the
+    minute, two runs one after the other differ by more than the 5-10% measured here."""
+    for compile in (False, True):
+        variants = {}
+        for length in (args.text_len, args.text_baseline):
+            copy_ = copy.deepcopy(model).train()
+            loss_fn = torch.compile(copy_.loss) if compile else copy_.loss
+            optimizer = torch.optim.AdamW(copy_.parameters(), lr=1e-4)
+            obs = random_obs(config, args.batch_size, device, length)
+            targets = torch.rand(args.batch_size, config.horizon, config.action_dim, device=device) * 2 - 1
+            if not config.continuous_actions:
+                targets = torch.randint(
+                    0, config.action_vocab_size - 1, (args.batch_size, tokens), device=device
+                )
+            variants[length] = (loss_fn, optimizer, obs, targets, [])
+        for block in range(2 + max(1, args.train_steps // 10)):  # two blocks warm up (and compile)
+            for loss_fn, optimizer, obs, targets, times in variants.values():
+                for _ in range(10):
+                    sync(device)
+                    start = time.perf_counter()
+                    loss = loss_fn(obs, targets)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    sync(device)
+                    if block >= 2:
+                        times.append(time.perf_counter() - start)
+        fast, slow = (
+            args.batch_size / statistics.median(variants[n][4]) for n in (args.text_len, args.text_baseline)
+        )
+        mode = "compiled" if compile else "eager"
+        print(f"{tag} training {mode}, {args.text_len} text positions {fast:.1f} samples/s, "
+              f"{args.text_baseline} positions {slow:.1f} samples/s: {fast / slow:.2f}x "
+              f"(median step, alternating blocks)")  # fmt: skip
 
 
 def time_head(model: VLA, config: VLAConfig, tokens: int, what: str, tag: str, args, device) -> None:
