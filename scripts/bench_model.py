@@ -115,6 +115,25 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def random_targets(config: VLAConfig, batch: int, tokens: int, device) -> torch.Tensor:
+    """Training targets of the head's kind: a chunk in [-1, 1] (continuous) or ``tokens`` token ids."""
+    if config.continuous_actions:
+        return torch.rand(batch, config.horizon, config.action_dim, device=device) * 2 - 1
+    return torch.randint(0, config.action_vocab_size - 1, (batch, tokens), device=device)
+
+
+def timed_step(loss_fn, optimizer, obs: dict[str, torch.Tensor], targets: torch.Tensor, device) -> float:
+    """Seconds of one training step: forward, backward and the optimizer's update."""
+    sync(device)
+    start = time.perf_counter()
+    loss = loss_fn(obs, targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    sync(device)
+    return time.perf_counter() - start
+
+
 def train_throughput(
     model: VLA,
     config: VLAConfig,
@@ -131,22 +150,10 @@ def train_throughput(
     loss_fn = torch.compile(model.loss) if compile else model.loss
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     obs = random_obs(config, args.batch_size, device, text_len or args.text_len)
-    if config.continuous_actions:
-        targets = torch.rand(args.batch_size, config.horizon, config.action_dim, device=device) * 2 - 1
-    else:
-        targets = torch.randint(0, config.action_vocab_size - 1, (args.batch_size, tokens), device=device)
-    elapsed = 0.0
-    for step in range(args.train_steps + 2):  # the first two steps warm up allocators and kernels
-        sync(device)
-        start = time.perf_counter()
-        loss = loss_fn(obs, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        sync(device)
-        if step >= 2:
-            elapsed += time.perf_counter() - start
-    return args.batch_size * args.train_steps / elapsed
+    targets = random_targets(config, args.batch_size, tokens, device)
+    # The first two steps warm up allocators and kernels (and compile).
+    times = [timed_step(loss_fn, optimizer, obs, targets, device) for _ in range(args.train_steps + 2)]
+    return args.batch_size * args.train_steps / sum(times[2:])
 
 
 def latency_ms(
@@ -276,24 +283,13 @@ def time_text_positions(model: VLA, config: VLAConfig, tokens: int, tag: str, ar
             loss_fn = torch.compile(copy_.loss) if compile else copy_.loss
             optimizer = torch.optim.AdamW(copy_.parameters(), lr=1e-4)
             obs = random_obs(config, args.batch_size, device, length)
-            targets = torch.rand(args.batch_size, config.horizon, config.action_dim, device=device) * 2 - 1
-            if not config.continuous_actions:
-                targets = torch.randint(
-                    0, config.action_vocab_size - 1, (args.batch_size, tokens), device=device
-                )
+            targets = random_targets(config, args.batch_size, tokens, device)
             variants[length] = (loss_fn, optimizer, obs, targets, [])
         for block in range(2 + max(1, args.train_steps // 10)):  # two blocks warm up (and compile)
             for loss_fn, optimizer, obs, targets, times in variants.values():
-                for _ in range(10):
-                    sync(device)
-                    start = time.perf_counter()
-                    loss = loss_fn(obs, targets)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    sync(device)
-                    if block >= 2:
-                        times.append(time.perf_counter() - start)
+                block_times = [timed_step(loss_fn, optimizer, obs, targets, device) for _ in range(10)]
+                if block >= 2:
+                    times.extend(block_times)
         fast, slow = (
             args.batch_size / statistics.median(variants[n][4]) for n in (args.text_len, args.text_baseline)
         )
