@@ -135,21 +135,14 @@ def timed_step(loss_fn, optimizer, obs: dict[str, torch.Tensor], targets: torch.
 
 
 def train_throughput(
-    model: VLA,
-    config: VLAConfig,
-    tokens: int,
-    args,
-    device,
-    compile: bool = False,
-    text_len: int | None = None,
+    model: VLA, config: VLAConfig, tokens: int, args, device, compile: bool = False
 ) -> float:
     """Training samples/s; with ``compile`` through ``torch.compile(model.loss)`` (``train.compile``),
-    its compilation inside the two warm-up steps. Instructions take ``text_len`` positions
-    (default ``--text-len``)."""
+    its compilation inside the two warm-up steps. Instructions take ``--text-len`` positions."""
     model.train()
     loss_fn = torch.compile(model.loss) if compile else model.loss
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    obs = random_obs(config, args.batch_size, device, text_len or args.text_len)
+    obs = random_obs(config, args.batch_size, device, args.text_len)
     targets = random_targets(config, args.batch_size, tokens, device)
     # The first two steps warm up allocators and kernels (and compile).
     times = [timed_step(loss_fn, optimizer, obs, targets, device) for _ in range(args.train_steps + 2)]
@@ -209,6 +202,12 @@ def main() -> None:
         "--precision", nargs="+", default=["fp32"], help="inference precisions to time (fp32 bf16 int8)"
     )
     args = parser.parse_args()
+    if args.text_len < 1:
+        parser.error(f"--text-len must be >= 1, got {args.text_len}")
+    if args.text_baseline < 0 or args.text_baseline == args.text_len:
+        parser.error(
+            f"--text-baseline must be 0 (off) or a length other than --text-len, got {args.text_baseline}"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -276,9 +275,15 @@ def time_text_positions(model: VLA, config: VLAConfig, tokens: int, tag: str, ar
     ``--text-baseline`` (max_text_len, the baseline), eager and compiled. The two run in alternating
     blocks of 10 steps and each reports its median step: on a shared VM whose speed drifts by the
     minute, two runs one after the other differ by more than the 5-10% measured here."""
+    # random_obs caps a length at the policy's max_text_len: compare and label the lengths it uses.
+    tested, baseline = (min(n, config.max_text_len) for n in (args.text_len, args.text_baseline))
+    if tested == baseline:
+        print(f"{tag}: --text-len {args.text_len} and --text-baseline {args.text_baseline} both cap at "
+              f"max_text_len={config.max_text_len}; no text-positions comparison")  # fmt: skip
+        return
     for compile in (False, True):
         variants = {}
-        for length in (args.text_len, args.text_baseline):
+        for length in (tested, baseline):
             copy_ = copy.deepcopy(model).train()
             loss_fn = torch.compile(copy_.loss) if compile else copy_.loss
             optimizer = torch.optim.AdamW(copy_.parameters(), lr=1e-4)
@@ -290,12 +295,10 @@ def time_text_positions(model: VLA, config: VLAConfig, tokens: int, tag: str, ar
                 block_times = [timed_step(loss_fn, optimizer, obs, targets, device) for _ in range(10)]
                 if block >= 2:
                     times.extend(block_times)
-        fast, slow = (
-            args.batch_size / statistics.median(variants[n][4]) for n in (args.text_len, args.text_baseline)
-        )
+        fast, slow = (args.batch_size / statistics.median(variants[n][4]) for n in (tested, baseline))
         mode = "compiled" if compile else "eager"
-        print(f"{tag} training {mode}, {args.text_len} text positions {fast:.1f} samples/s, "
-              f"{args.text_baseline} positions {slow:.1f} samples/s: {fast / slow:.2f}x "
+        print(f"{tag} training {mode}, {tested} text positions {fast:.1f} samples/s, "
+              f"{baseline} positions {slow:.1f} samples/s: {fast / slow:.2f}x "
               f"(median step, alternating blocks)")  # fmt: skip
 
 
