@@ -94,6 +94,22 @@ def test_a_mapping_setting_reaches_the_train_command_intact(tmp_path):
     assert dict(train.train.task_weights) == {"*press-*": 2.0, "*pick-red": 0.5}
 
 
+def test_per_task_quotas_reach_vla_record_but_not_the_quick_run(tmp_path):
+    """A suite's ``record.task_episodes`` composes into ``vla record``'s quotas; ``quick=true``
+    records two episodes of every task, the named ones included."""
+    from vla.config import compose_command
+    from vla.envs.record import RecordCommand, settings_from_config
+
+    suite = {"name": "s", "dataset": "metaworld_mt10", "policy": "tiny",
+             "record": {"episodes_per_task": 5, "task_episodes": {"reach-v3": 7}, "tasks": ["reach-v3", "push-v3"]}}  # fmt: skip
+    full = plan(suite, tmp_path, {}, quick=False)
+    _, settings = settings_from_config(compose_command("record", full.record_args, RecordCommand))
+    assert settings.episodes_per_task == {"reach-v3": 7, "push-v3": 5}
+    quick = plan(suite, tmp_path, {}, quick=True)
+    _, settings = settings_from_config(compose_command("record", quick.record_args, RecordCommand))
+    assert settings.episodes_per_task == {"reach-v3": 2, "push-v3": 2}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -190,3 +190,26 @@ def test_parallel_recording_writes_the_same_store_every_time(tmp_path: Path) -> 
     ]
     for key in (ACTION_KEY, STATE_KEY, camera_key("front")):
         np.testing.assert_array_equal(first.array(f"data/{key}")[:], second.array(f"data/{key}")[:])
+
+
+def test_task_episodes_replace_the_count_of_the_tasks_they_name(tmp_path: Path) -> None:
+    from vla.config import ConfigError, compose_command
+    from vla.envs.record import RecordCommand, settings_from_config
+
+    def quotas(*argv: str) -> dict[str, int]:
+        args = [
+            "dataset=metaworld_mt10",
+            f"out={tmp_path / 's.zarr'}",
+            TWO_TASKS,
+            "episodes_per_task=4",
+            *argv,
+        ]
+        return settings_from_config(compose_command("record", args, RecordCommand))[1].episodes_per_task
+
+    assert quotas("task_episodes={reach-v3:9}") == {"reach-v3": 9, "button-press-topdown-v3": 4}
+    # A suite task this recording does not select is left out, not added: recipes record subsets.
+    assert quotas("task_episodes={push-v3:9}") == {"reach-v3": 4, "button-press-topdown-v3": 4}
+    with pytest.raises(ConfigError, match=r"lacks: \['reach-v9'\]"):
+        quotas("task_episodes={reach-v9:9}")
+    with pytest.raises(ConfigError, match=r"task_episodes\[reach-v3\] must be a count >= 0, got -1"):
+        quotas("task_episodes={reach-v3:-1}")

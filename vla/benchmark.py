@@ -42,7 +42,7 @@ from vla.train.cli import TrainSection
 STATE_FILE = "benchmark.json"
 # The smoke-test size of quick=true: every artifact, minimal compute.
 # Compiling costs ~40 s up front, more than 20 steps take eagerly.
-QUICK = {"record": {"episodes_per_task": 2}, "train": {"steps": 20, "val_every": 10, "save_every": 10,
+QUICK = {"record": {"episodes_per_task": 2, "task_episodes": None}, "train": {"steps": 20, "val_every": 10, "save_every": 10,
          "log_every": 5, "compile": False}, "eval": {"episodes_per_task": 1, "videos": 1}}  # fmt: skip
 
 

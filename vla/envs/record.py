@@ -1,6 +1,6 @@
 """``vla record``: scripted-expert demonstrations -> a trajectory store.
 
-    vla record env=<env config> episodes=N out=<store.zarr> [tasks=...] [noise=0.1]
+    vla record env=<env config> episodes=N out=<store.zarr> [tasks=...] [noise=0.1] [task_episodes={task:N}]
                [keep_failed=false] [workers=2] [image_size=96] [seed_start=0] [env.<option>=...]
     vla record dataset=<recipe> [any of the keys above]
 
@@ -11,11 +11,12 @@ refused in one line before anything is recorded.
 
 ``episodes`` is the number of episodes the store should hold for the selected tasks, dealt out
 round-robin (task i of T gets ``N // T`` plus one if ``i < N % T``); a recipe may instead give
-``episodes_per_task``. Each task's episodes use its own training seeds, ``seed_start, seed_start+1,
-...`` within the task's block (:func:`vla.seeds.train_seeds`: task number ``k`` in the suite's task
-list starts at ``k * 10_000``; disjoint from evaluation seeds, and from the other tasks', so every
-episode shows a new layout); with ``keep_failed=false`` a failed
-episode is dropped and the next seed is tried, up to ``3 * needed + 5`` attempts per task.
+``episodes_per_task``, and ``task_episodes={task: N, ...}`` other counts for the tasks it names.
+Each task's episodes use its own training seeds, ``seed_start, seed_start+1, ...`` within the
+task's block (:func:`vla.seeds.train_seeds`: task number ``k`` in the suite's task list starts at
+``k * 10_000``; disjoint from evaluation seeds, and from the other tasks', so every episode shows a
+new layout); with ``keep_failed=false`` a failed episode is dropped and the next seed is tried, up
+to ``3 * needed + 5`` attempts per task.
 
 Workers (``spawn`` processes) build their own environments and stream finished episodes back to
 this process, the store's single writer (with a batched backend, ``env.backend=warp``, the workers
@@ -72,6 +73,9 @@ class RecordOptions:
 
     episodes: int | None = at_least(None, 0)  # in total over the tasks (or episodes_per_task)
     episodes_per_task: int | None = at_least(None, 0)
+    # Quotas for the tasks named, replacing the count above for them ({reach-v3: 200}): more
+    # demonstrations where a policy generalizes worst, without recording more of every task.
+    task_episodes: dict[str, int] | None = None
     out: str | None = None  # the store to create or append to
     tasks: Any = None  # replaces the env config's tasks (a set name or a list)
     image_size: Any = None  # replaces the env config's image_size (int or [height, width])
@@ -331,6 +335,7 @@ def settings_from_config(cfg: DictConfig) -> tuple[dict[str, Any], RecordSetting
     values = {k: cfg[k] if k in cfg else recipe.get(k, default) for k, default in DEFAULTS.items()}
     if "episodes" in cfg or "episodes_per_task" in cfg:  # a count on the command line replaces the recipe's
         values["episodes"], values["episodes_per_task"] = cfg.get("episodes"), cfg.get("episodes_per_task")
+        values["task_episodes"] = cfg.get("task_episodes")  # ... all of them, per-task ones included
     values = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in values.items()}
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     assert isinstance(env_cfg, dict)
@@ -346,7 +351,11 @@ def settings_from_config(cfg: DictConfig) -> tuple[dict[str, Any], RecordSetting
         raise ConfigError(f"the env config {env_cfg.get('name')!r} selects no tasks")
     return env_cfg, RecordSettings(
         out=Path(str(values["out"])),
-        episodes_per_task=_quotas(tasks, values["episodes"], values["episodes_per_task"]),
+        episodes_per_task=_task_quotas(
+            _quotas(tasks, values["episodes"], values["episodes_per_task"]),
+            values["task_episodes"],
+            registry.suite_module(env_cfg["suite"]).task_names(None),
+        ),
         noise=float(values["noise"]),
         keep_failed=bool(values["keep_failed"]),
         workers=int(values["workers"]),
@@ -369,6 +378,26 @@ def _quotas(tasks: Sequence[str], episodes: Any, per_task: Any) -> dict[str, int
         raise ConfigError(f"episodes must be >= 0, got {total}")
     base, extra = divmod(total, len(tasks))
     return {task: base + (i < extra) for i, task in enumerate(tasks)}
+
+
+def _task_quotas(
+    quotas: dict[str, int], task_episodes: Mapping[str, Any] | None, suite_tasks: Sequence[str]
+) -> dict[str, int]:
+    """``quotas`` with the per-task counts of ``task_episodes`` in place of theirs; tasks of the suite
+    that this recording does not select are ignored (a recipe may be recorded for a subset), names
+    the suite lacks are refused."""
+    if not task_episodes:
+        return quotas
+    unknown = sorted(set(task_episodes) - set(suite_tasks) - set(quotas))
+    if unknown:
+        raise ConfigError(f"task_episodes names tasks this suite lacks: {unknown}")
+    replaced = dict(quotas)
+    for task, count in task_episodes.items():
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ConfigError(f"task_episodes[{task}] must be a count >= 0, got {count!r}")
+        if task in replaced:
+            replaced[task] = count
+    return replaced
 
 
 @cli_main("record")
