@@ -92,6 +92,8 @@ def policy_model(name: str) -> dict:
 def make_config(name: str, args: argparse.Namespace, vocab: int, max_tokens: int, head: str) -> VLAConfig:
     section = policy_model(name)
     section["action_head"] = head
+    if args.flow_steps is not None:  # the flow head's latency knob: Euler steps per chunk
+        section["flow_steps"] = args.flow_steps
     return VLAConfig(**section, image_size=args.image_size, state_dim=args.state_dim, action_dim=args.action_dim,
                      text_vocab_size=300, action_vocab_size=vocab, max_action_tokens=max_tokens)  # fmt: skip
 
@@ -194,6 +196,7 @@ def main() -> None:
         "--layout", action="store_true", help="also time training with the conv stem in NCHW (the baseline)"
     )
     parser.add_argument("--skip-latency", action="store_true", help="time training only")
+    parser.add_argument("--flow-steps", type=int, default=None, help="Euler steps per chunk (default: the policy's)")
     parser.add_argument("--text-len", type=int, default=12, help="text positions per instruction")
     parser.add_argument(
         "--text-baseline", type=int, default=0, help="also time training with this many text positions"
@@ -204,6 +207,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.text_len < 1:
         parser.error(f"--text-len must be >= 1, got {args.text_len}")
+    if args.flow_steps is not None and args.flow_steps < 1:
+        parser.error(f"--flow-steps must be >= 1, got {args.flow_steps}")
     if args.text_baseline < 0 or args.text_baseline == args.text_len:
         parser.error(
             f"--text-baseline must be 0 (off) or a length other than --text-len, got {args.text_baseline}"
