@@ -196,7 +196,9 @@ def main() -> None:
         "--layout", action="store_true", help="also time training with the conv stem in NCHW (the baseline)"
     )
     parser.add_argument("--skip-latency", action="store_true", help="time training only")
-    parser.add_argument("--flow-steps", type=int, default=None, help="Euler steps per chunk (default: the policy's)")
+    parser.add_argument(
+        "--flow-steps", type=int, default=None, help="Euler steps per chunk (default: the policy's)"
+    )
     parser.add_argument("--text-len", type=int, default=12, help="text positions per instruction")
     parser.add_argument(
         "--text-baseline", type=int, default=0, help="also time training with this many text positions"
