@@ -72,10 +72,12 @@ def test_more_steps_resume_training_and_redo_the_evaluation(first_run):
 
 def test_plan_merges_quick_suite_and_command_line(tmp_path):
     suite = {"name": "s", "dataset": "tabletop", "policy": "tiny", "record": {"image_size": 64},
-             "eval": {"episodes_per_task": 50, "phrasing": "train", "flow_noise_scale": 0.5}}  # fmt: skip
+             "eval": {"episodes_per_task": 50, "phrasing": "train", "flow_noise_scale": 0.5,
+                      "flow_steps": 4}}  # fmt: skip
     p = plan(suite, tmp_path, {"eval": {"episodes_per_task": 3}, "train": {"lr": 0.01}}, quick=True)
     assert "episodes_per_task=3" in p.eval_args and "phrasing=train" in p.eval_args
     assert "flow_noise_scale=0.5" in p.eval_args  # the sampler settings of a suite reach vla eval
+    assert "flow_steps=4" in p.eval_args
     assert "env.image_size=64" in p.eval_args and "env=tabletop" in p.eval_args
     assert "train.lr=0.01" in p.train_args and "train.steps=20" in p.train_args  # quick's, not overridden
     assert "episodes_per_task=2" in p.record_args

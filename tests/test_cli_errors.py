@@ -111,6 +111,8 @@ def test_eval_reports_bad_input_in_one_line(checkpoint: Path, tmp_path: Path, ca
     assert "flow_noise_scale=0.5 applies to vla checkpoints" in _fails(
         capsys, [*scripted, "flow_noise_scale=0.5"], code=1
     )
+    assert "flow_steps=0: must be >= 1" in _fails(capsys, [*scripted, "flow_steps=0"], code=2)
+    assert "flow_steps=4 applies to vla checkpoints" in _fails(capsys, [*scripted, "flow_steps=4"], code=1)
     assert not out.exists()  # refused before an output folder was made
     # The checkpoint reads 32x32 cameras, the env renders 64x64.
     argv = ["eval", f"checkpoint={checkpoint}", "env=tabletop_demo", "episodes_per_task=1", "num_envs=1",
@@ -128,6 +130,9 @@ def test_serve_reports_bad_input_in_one_line(
         "vla serve: port:"
     )
     assert "checkpoint is required" in _fails(capsys, ["serve", "port=0"], code=2)
+    assert "flow_steps=0: must be >= 1" in _fails(
+        capsys, ["serve", f"checkpoint={checkpoint}", "flow_steps=0"], code=2
+    )
     line = _fails(capsys, ["serve", f"checkpoint={checkpoint}", f"port={busy_port}"], code=1)
     assert str(busy_port) in line and "in use" in line
 
@@ -151,6 +156,10 @@ def test_deploy_reports_bad_input_in_one_line(checkpoint: Path, tmp_path: Path, 
         capsys, ["deploy", f"server={server}", "robot=sim", "env=tabletop_demo", "status=false"], code=1
     )
     assert f"cannot reach the policy server at {server}" in line
+    line = _fails(
+        capsys, ["deploy", f"server={server}", "robot=sim", "env=tabletop_demo", "flow_steps=2"], code=2
+    )
+    assert "flow_steps is the server's setting" in line
     assert not (tmp_path / "s.json").exists()
 
 

@@ -60,3 +60,12 @@ def test_policy_sources_are_detected(untrained_checkpoint: Path, tmp_path: Path)
     np.testing.assert_allclose(from_export.predict_chunk(observation), eager.predict_chunk(observation))
     with pytest.raises(ValueError, match="exported policies run on the CPU"):
         load_stored_policy(exported, "cuda")
+    with pytest.raises(
+        ValueError, match="flow_steps=2 applies to vla checkpoints, not to the exported policy"
+    ):
+        load_stored_policy(exported, "cpu", flow_steps=2)
+    if eager.model.config.action_head == "flow":
+        assert load_stored_policy(checkpoint, "cpu", flow_steps=2).flow_steps == 2
+    else:
+        with pytest.raises(ValueError, match="flow_steps applies to flow-head checkpoints"):
+            load_stored_policy(checkpoint, "cpu", flow_steps=2)

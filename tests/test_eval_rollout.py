@@ -279,21 +279,24 @@ def test_evaluate_checkpoint_records_hash_and_refuses_mismatched_features(
         precision: str = "auto",
         flow_noise: str = "fresh",
         flow_noise_scale: float = 1.0,
+        flow_steps: int | None = None,
     ) -> GoalSeeker:
-        loaded.append((str(path), device, precision, flow_noise, flow_noise_scale))
+        loaded.append((str(path), device, precision, flow_noise, flow_noise_scale, flow_steps))
         policy = GoalSeeker(n_obs_steps=1)
         policy.decode_errors, policy.precision, policy.flow_noise = 0, "int8", flow_noise
-        policy.flow_noise_scale = flow_noise_scale
+        policy.flow_noise_scale, policy.flow_steps = flow_noise_scale, flow_steps
         return policy
 
     monkeypatch.setattr(vla.policies, "load_policy", fake_load)
     report = evaluate_checkpoint(checkpoint, ENV_CFG, device="cpu", precision="int8", flow_noise="fixed",
-                                 flow_noise_scale=0.5, tasks=["reach-right"], episodes_per_task=1, phrasings="heldout", num_envs=1,
+                                 flow_noise_scale=0.5, flow_steps=3, tasks=["reach-right"], episodes_per_task=1, phrasings="heldout", num_envs=1,
                                  video_count=0, progress=False)  # fmt: skip
-    assert loaded == [(str(checkpoint), "cpu", "int8", "fixed", 0.5)]
+    assert loaded == [(str(checkpoint), "cpu", "int8", "fixed", 0.5, 3)]
     assert report.protocol["precision"] == "int8" and report.protocol["flow_noise"] == "fixed"
-    assert report.protocol["flow_noise_scale"] == 0.5
-    assert report.protocol["command"].endswith("precision=int8 flow_noise=fixed flow_noise_scale=0.5")
+    assert report.protocol["flow_noise_scale"] == 0.5 and report.protocol["flow_steps"] == 3
+    assert report.protocol["command"].endswith(
+        "precision=int8 flow_noise=fixed flow_noise_scale=0.5 flow_steps=3"
+    )
     assert report.protocol["checkpoint_hash"] == checkpoint_hash(checkpoint)
     assert report.protocol["policy"] == "checkpoint" and report.diagnostics == {"decode_errors": 0}
     assert report.protocol["command"].startswith(f"vla eval policy=checkpoint checkpoint={checkpoint}")

@@ -157,3 +157,24 @@ def test_flow_noise_is_fresh_per_chunk_seeded_or_fixed(checkpoint: Path) -> None
     for bad in (-0.5, float("nan")):
         with pytest.raises(ValueError, match="flow_noise_scale must be a finite number >= 0"):
             load_policy(checkpoint, device="cpu", flow_noise_scale=bad)
+
+
+def test_flow_steps_override_the_checkpoints_euler_steps(checkpoint: Path) -> None:
+    """``flow_steps`` (the latency knob of ``vla eval``) changes a flow head's sampler; other heads refuse it."""
+    batch = _batch(2, 2, 0)
+    default = load_policy(checkpoint, device="cpu", flow_noise="fixed")
+    if default.model.config.action_head != "flow":
+        assert default.flow_steps is None
+        with pytest.raises(ValueError, match="flow_steps applies to flow-head checkpoints"):
+            load_policy(checkpoint, device="cpu", flow_steps=2)
+        return
+    own = default.model.config.flow_steps
+    assert default.flow_steps == own and own > 1
+    same = load_policy(checkpoint, device="cpu", flow_noise="fixed", flow_steps=own)
+    np.testing.assert_array_equal(same.predict_chunks(batch), default.predict_chunks(batch))
+    one = load_policy(checkpoint, device="cpu", flow_noise="fixed", flow_steps=1)
+    assert one.flow_steps == 1
+    assert not np.allclose(one.predict_chunks(batch), default.predict_chunks(batch))
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="flow_steps must be an integer >= 1"):
+            load_policy(checkpoint, device="cpu", flow_steps=bad)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from test_model import model_and_inputs
 
+from vla.model import inference_weights
 from vla.model.decoding import DecodeOptions
 from vla.model.inference_weights import PRECISIONS, StepLinear, check_precision, prepare, quantize_int8
 
@@ -103,3 +106,18 @@ def test_unknown_or_unsupported_precision_is_refused():
         check_precision("int8", torch.device("cuda"))
     for precision in PRECISIONS:
         check_precision(precision, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_bf16_on_a_cpu_that_emulates_it_warns_once_per_build(monkeypatch, fast_bf16):
+    monkeypatch.setattr(inference_weights, "cpu_has_fast_bf16", lambda: fast_bf16)
+    model, _, obs, _ = model_and_inputs(seed=9)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):  # the second call reuses the prepared copy: no second warning
+            model.generate(obs, {"num_tokens": 2}, precision="bf16")
+        model.generate(obs, {"num_tokens": 2}, precision="fp32")
+    slow = [w for w in caught if issubclass(w.category, RuntimeWarning) and "emulates" in str(w.message)]
+    assert len(slow) == (0 if fast_bf16 else 1)
+    if slow:
+        assert "'bf16'" in str(slow[0].message) and "fp32" in str(slow[0].message)

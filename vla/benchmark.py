@@ -60,6 +60,7 @@ class EvalOptions:
     precision: str = "auto"
     flow_noise: str = choice("fresh", FLOW_NOISE)
     flow_noise_scale: float = at_least(1.0, 0.0)
+    flow_steps: int | None = at_least(None, 1)
     max_steps: int | None = at_least(None, 1)
 
 

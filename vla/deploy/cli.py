@@ -1,7 +1,8 @@
 """``vla deploy``: run a policy on a robot in a fixed-rate control loop.
 
     vla deploy checkpoint=<dir> robot=sim env=<config> task=<task> hz=50 [episodes=1] [seed=...]
-               [server=ws://host:port] [device=auto] [precision=auto|fp32|bf16|int8] [replan_every=<policy's>] [prefetch=auto] [temporal_ensemble=M]
+               [server=ws://host:port] [device=auto] [precision=auto|fp32|bf16|int8] [flow_steps=<checkpoint's>]
+               [replan_every=<policy's>] [prefetch=auto] [temporal_ensemble=M]
                [max_delta=X] [watchdog_observation_ms=100] [watchdog_plan_ms=1000] [stats=deploy_stats.json]
 
 ``checkpoint`` may be a ``vla train`` checkpoint, a lerobot ``pretrained_model`` folder or a ``vla
@@ -51,6 +52,7 @@ class DeployCommand:
     max_steps: int | None = at_least(None, 1)
     device: str = "auto"
     precision: str = "auto"
+    flow_steps: int | None = at_least(None, 1)  # flow head: Euler steps per chunk (None: the checkpoint's)
     replan_every: int | None = at_least(None, 1)  # None: the policy's own (its spec's replan_every)
     prefetch: Any = "auto"  # "auto" or steps ahead (int)
     temporal_ensemble: float | None = above(None, 0.0)
@@ -96,6 +98,9 @@ def _requester(cfg: Any) -> tuple[Any, Any]:
     if cfg.server:
         from vla_client.remote import RemoteInference
 
+        if cfg.flow_steps is not None:  # the server owns the policy and its sampler
+            raise ConfigError("flow_steps is the server's setting: give it to vla serve, not with server=")
+
         try:
             remote = RemoteInference(str(cfg.server), notify=_say)  # announces losses and reconnections
         except OSError as exc:  # refused, unreachable, timed out: say which server
@@ -105,7 +110,9 @@ def _requester(cfg: Any) -> tuple[Any, Any]:
         raise ConfigError("give checkpoint=<dir> (in-process inference) or server=ws://host:port")
     from vla.policies.sources import load_stored_policy
 
-    policy = load_stored_policy(str(cfg.checkpoint), device=str(cfg.device), precision=str(cfg.precision))
+    policy = load_stored_policy(
+        str(cfg.checkpoint), device=str(cfg.device), precision=str(cfg.precision), flow_steps=cfg.flow_steps
+    )
     return ThreadedInference(policy.predict_chunk), policy.spec
 
 

@@ -28,7 +28,7 @@ So the memory a server holds for its clients is about ``3 * max_connections * ma
 at most (a queued message, a partial frame and a decoded job per connection).
 
 Arguments follow Hydra's override grammar (:mod:`vla.config`) and are checked against
-:class:`ServeCommand` (``host``, ``device``, ``precision``, ``max_size`` in bytes, ``max_batch``): an
+:class:`ServeCommand` (``host``, ``device``, ``precision``, ``flow_steps``, ``max_size`` in bytes, ``max_batch``): an
 unknown key or a wrong type is refused in one line (exit status 2); so are a missing checkpoint and
 a port already in use (exit status 1).
 """
@@ -336,6 +336,7 @@ class ServeCommand:
     host: str = "127.0.0.1"
     device: str = "auto"
     precision: str = "auto"
+    flow_steps: int | None = at_least(None, 1)  # flow head: Euler steps per chunk (None: the checkpoint's)
     max_size: int = above(DEFAULT_MAX_MESSAGE_BYTES, 0)  # largest message accepted, in bytes
     max_batch: int = at_least(8, 1)
 
@@ -348,7 +349,9 @@ def main(argv: Sequence[str]) -> int:
 
     cfg = compose_command("serve", argv, ServeCommand)
 
-    policy = load_stored_policy(cfg.checkpoint, device=cfg.device, precision=cfg.precision)
+    policy = load_stored_policy(
+        cfg.checkpoint, device=cfg.device, precision=cfg.precision, flow_steps=cfg.flow_steps
+    )
     server = PolicyServer(policy, max_message_bytes=cfg.max_size, max_batch=cfg.max_batch)
     host, port = cfg.host, cfg.port
 

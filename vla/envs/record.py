@@ -213,8 +213,7 @@ def record(env_cfg: Mapping[str, Any], settings: RecordSettings) -> RecordSummar
     finally:
         probe.close()
     stored = committed_pairs(store)
-    all_tasks = registry.suite_module(env_cfg["suite"]).task_names(None)
-    numbers = task_numbers(list(settings.episodes_per_task), all_tasks)
+    numbers = task_numbers(list(settings.episodes_per_task), registry.all_task_names(env_cfg["suite"]))
     progress = plan(settings.episodes_per_task, settings.seed_start, stored, numbers)
     resume = Resume(frozenset(stored), settings.seed_start, settings.keep_failed, numbers)
     summary = RecordSummary(already=resume.already(settings.episodes_per_task))
@@ -354,7 +353,7 @@ def settings_from_config(cfg: DictConfig) -> tuple[dict[str, Any], RecordSetting
         episodes_per_task=_task_quotas(
             _quotas(tasks, values["episodes"], values["episodes_per_task"]),
             values["task_episodes"],
-            registry.suite_module(env_cfg["suite"]).task_names(None),
+            registry.all_task_names(env_cfg["suite"]),
         ),
         noise=float(values["noise"]),
         keep_failed=bool(values["keep_failed"]),

@@ -50,6 +50,22 @@ def task_names(env_cfg: Mapping[str, Any]) -> list[str]:
     return list(suite_module(env_cfg["suite"]).task_names(env_cfg.get("tasks")))
 
 
+def all_task_names(suite: str) -> list[str]:
+    """Every task of ``suite`` in its own order (``task_names(None)``), which numbers the training
+    and evaluation seeds of each task; a suite that cannot list them is an error naming it, never a
+    silent renumbering of the seeds."""
+    try:
+        names = list(suite_module(suite).task_names(None))
+    except Exception as exc:  # named and raised: the seeds depend on this list
+        raise ValueError(
+            f"env suite {suite!r} cannot list all its tasks (task_names(None) failed: {exc}); seeds are "
+            "numbered by a task's index in that list"
+        ) from exc
+    if not names:
+        raise ValueError(f"env suite {suite!r} lists no tasks for task_names(None); seeds need them")
+    return names
+
+
 def suite_options(suite: str) -> dict[str, Any]:
     """``{option: annotation}``: the keyword options an env config of ``suite`` may set.
 

@@ -58,18 +58,7 @@ def resolve_tasks(
     selected = list(suite.task_names(selection))
     if not selected:
         raise ValueError(f"the task selection {selection!r} of suite {name!r} is empty")
-    try:
-        all_tasks = list(suite.task_names(None))
-    except Exception as exc:  # named and raised: the seeds depend on this list
-        raise ValueError(
-            f"env suite {name!r} cannot list all its tasks (task_names(None) failed: {exc}); evaluation "
-            "seeds are numbered by a task's index in that list"
-        ) from exc
-    if not all_tasks:
-        raise ValueError(
-            f"env suite {name!r} lists no tasks for task_names(None); evaluation seeds need them"
-        )
-    return selected, all_tasks
+    return selected, registry.all_task_names(name)
 
 
 def evaluate(
@@ -150,6 +139,7 @@ def evaluate(
         "precision": getattr(policy, "precision", None),  # inference weights (vla checkpoints)
         "flow_noise": getattr(policy, "flow_noise", None),  # the flow sampler's starting noise
         "flow_noise_scale": getattr(policy, "flow_noise_scale", None),  # ... and its scale
+        "flow_steps": getattr(policy, "flow_steps", None),  # ... and its Euler steps per chunk
         "suite": env["suite"],
         "backend": rollout.backend,  # classic (rasterized cameras) or warp (ray-traced): images differ
         "sim_device": rollout.sim_device,
@@ -179,6 +169,7 @@ def evaluate(
             getattr(policy, "precision", None),
             getattr(policy, "flow_noise", None),
             getattr(policy, "flow_noise_scale", None),
+            getattr(policy, "flow_steps", None),
         ),
         "argv": list(argv) if argv is not None else None,
         **P.environment_facts(),
@@ -212,10 +203,11 @@ def evaluate_checkpoint(
     precision: str = "auto",
     flow_noise: str = "fresh",
     flow_noise_scale: float = 1.0,
+    flow_steps: int | None = None,
     **kwargs: Any,
 ) -> EvalReport:
     """Load ``checkpoint_dir`` with :func:`vla.policies.load_policy` (on ``device``, at
-    ``precision``, with ``flow_noise`` and ``flow_noise_scale``) and :func:`evaluate` it."""
+    ``precision``, with ``flow_noise``, ``flow_noise_scale`` and ``flow_steps``) and :func:`evaluate` it."""
     from vla.policies import load_policy
 
     policy = load_policy(
@@ -224,6 +216,7 @@ def evaluate_checkpoint(
         precision=precision,
         flow_noise=flow_noise,
         flow_noise_scale=flow_noise_scale,
+        flow_steps=flow_steps,
     )
     kwargs.setdefault("policy_name", "checkpoint")
     return evaluate(policy, env_cfg, checkpoint=checkpoint_dir, **kwargs)
@@ -255,7 +248,7 @@ def _jsonable(value: Any) -> bool:
 def _command(kind: str, checkpoint: Any, env: Mapping[str, Any], tasks: list[str], episodes: int,
              phrasings: Any, replan: int, ensemble: float | None, num_envs: int, videos: int, out: Path | None,
              precision: str | None = None, flow_noise: str | None = None,
-             flow_noise_scale: float | None = None) -> str:  # fmt: skip
+             flow_noise_scale: float | None = None, flow_steps: int | None = None) -> str:  # fmt: skip
     """The ``vla eval`` line that reruns this protocol (env options that differ from its file included)."""
     args: dict[str, Any] = {"policy": kind if kind in POLICY_LOADERS else None,
                             "checkpoint": checkpoint, "env": env.get("name")}  # fmt: skip
@@ -280,4 +273,6 @@ def _command(kind: str, checkpoint: Any, env: Mapping[str, Any], tasks: list[str
         args["flow_noise"] = flow_noise
     if flow_noise_scale not in (None, 1.0):  # 1 is the default
         args["flow_noise_scale"] = flow_noise_scale
+    if flow_steps is not None:  # the steps sampled with, stated: a checkpoint's own default may differ
+        args["flow_steps"] = flow_steps
     return P.reproduce_command(args)

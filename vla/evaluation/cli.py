@@ -3,11 +3,12 @@
     vla eval checkpoint=<dir> env=<config> [episodes_per_task=10] [phrasing=train|heldout|both]
              [replan_every=8] [temporal_ensemble=<m>] [num_envs=2] [videos=4] [out=<dir>] [device=auto]
              [precision=auto|fp32|bf16|int8] [flow_noise=fresh|fixed] [flow_noise_scale=1.0]
-             [policy=checkpoint|scripted|lerobot] [max_steps=<n>] [progress=true] [env.<option>=<value> ...]
+             [flow_steps=<checkpoint's>] [policy=checkpoint|scripted|lerobot] [max_steps=<n>] [progress=true] [env.<option>=<value> ...]
 
 ``flow_noise`` (flow-head checkpoints): ``fresh`` starting noise for every chunk (the default, what
 ``vla serve`` and ``vla deploy`` do), or the ``fixed`` noise every time (results before 2026-12-02);
-``flow_noise_scale`` multiplies that noise (1: as trained; 0: every chunk starts at zero).
+``flow_noise_scale`` multiplies that noise (1: as trained; 0: every chunk starts at zero);
+``flow_steps`` samples with that many Euler steps instead of the checkpoint's own (the latency knob).
 
 ``policy=scripted`` evaluates the suite's scripted expert (no checkpoint), an upper-bound reference.
 Tasks are the env config's ``tasks``; pick others with ``env.tasks=[name,...]``.
@@ -56,6 +57,7 @@ class EvalCommand:
     precision: str = "auto"
     flow_noise: str = choice("fresh", FLOW_NOISE)
     flow_noise_scale: float = at_least(1.0, 0.0)
+    flow_steps: int | None = at_least(None, 1)  # None: the checkpoint's own
     max_steps: int | None = at_least(None, 1)
     progress: bool = True
 
@@ -84,9 +86,12 @@ def main(argv: Sequence[str]) -> int:
     out = Path(cfg.out or _default_out(cfg.policy, str(env_cfg.get("name", env_cfg["suite"]))))
     created = not out.exists()
     try:
-        policy = load_eval_policy(
-            cfg.policy, cfg.checkpoint, cfg.device, cfg.precision, cfg.flow_noise, cfg.flow_noise_scale
-        )
+        sampler = {
+            "flow_noise": cfg.flow_noise,
+            "flow_noise_scale": cfg.flow_noise_scale,
+            "flow_steps": cfg.flow_steps,
+        }
+        policy = load_eval_policy(cfg.policy, cfg.checkpoint, cfg.device, cfg.precision, **sampler)
         report = evaluate(
             policy,
             env_cfg,

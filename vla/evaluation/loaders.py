@@ -31,15 +31,16 @@ POLICY_LOADERS: dict[str, PolicyLoader] = {
 
 def load_eval_policy(
     kind: str, source: str | None = None, device: str = "auto", precision: str = "auto",
-    flow_noise: str = "fresh", flow_noise_scale: float = 1.0,
+    flow_noise: str = "fresh", flow_noise_scale: float = 1.0, flow_steps: int | None = None,
 ) -> Any:  # fmt: skip
     """The policy of ``kind`` (``checkpoint``, ``scripted``, ``lerobot``, ...) from ``source``;
-    ``flow_noise`` other than ``fresh`` and ``flow_noise_scale`` other than 1 apply to vla
-    checkpoints only."""
+    ``flow_noise`` other than ``fresh``, ``flow_noise_scale`` other than 1 and ``flow_steps`` apply to
+    vla checkpoints only."""
     if kind not in POLICY_LOADERS:
         raise ValueError(f"unknown policy kind {kind!r}; known: {sorted(POLICY_LOADERS)}")
     sampler = {key: value for key, value, default in (("flow_noise", flow_noise, "fresh"),
-               ("flow_noise_scale", flow_noise_scale, 1.0)) if value != default}  # fmt: skip
+               ("flow_noise_scale", flow_noise_scale, 1.0), ("flow_steps", flow_steps, None))
+               if value != default}  # fmt: skip
     if not sampler:
         return POLICY_LOADERS[kind](source, device, precision)
     if kind != "checkpoint":

@@ -11,7 +11,8 @@ call the kernels directly on 2-D activations:
 - ``"bf16"``: a bfloat16 copy of the model (prefix and steps in bf16). On CPUs with AMX (Sapphire
   Rapids and later) the prefix's matrix products run about 4x faster than in fp32; a one-token
   step does not (a matrix-vector product is bound by reading the weights, and oneDNN's bf16
-  GEMV is no faster than fp32 GEMV there).
+  GEMV is no faster than fp32 GEMV there). On a CPU without AVX-512 oneDNN emulates bf16, many times slower
+  than fp32: :func:`prepare` warns there (``precision=auto`` is fp32).
 - ``"int8"``: the bf16 copy for the prefix, and weight-only int8 step matrices (symmetric, one
   scale per output channel) multiplied by ``torch._weight_int8pack_mm``: a step reads a quarter
   of the fp32 bytes. CPU only (the kernel this relies on is the CPU one).
@@ -24,6 +25,7 @@ version counter moves), so training between calls is safe, and is kept in the mo
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -117,6 +119,28 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise ValueError(f"precision 'int8' is a CPU decoding path; on {device.type} use 'bf16'")
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU runs oneDNN's bf16 kernels natively (AVX-512 or newer). On an AVX2-only CPU
+    they are emulated: ``small``'s flow chunk took 10.9 s at bf16 against 0.47 s at fp32 on a
+    2-core AVX2 AMD EPYC (``scripts/bench_model.py --precision``)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN: no claim either way
+        return True
+
+
+def warn_if_slow(precision: str, device: torch.device) -> None:
+    """A ``RuntimeWarning`` when ``precision`` runs bf16 matrix products on a CPU that emulates them."""
+    if precision in ("bf16", "int8") and device.type == "cpu" and not cpu_has_fast_bf16():
+        warnings.warn(
+            f"precision {precision!r} runs bf16 matrix products, which this CPU "
+            f"({torch.backends.cpu.get_cpu_capability()}, no AVX-512) emulates: expect it to be many times "
+            "slower than 'fp32' here; precision=auto picks fp32",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 def prepare(model: VLA, precision: str = "fp32") -> Prepared:
     """The model at ``precision`` with its step weights (built once, rebuilt after any weight change)."""
     device = next(model.parameters()).device
@@ -126,6 +150,7 @@ def prepare(model: VLA, precision: str = "fp32") -> Prepared:
     hit = cache.get(precision)
     if hit is not None and hit[0] == key:
         return hit[1]
+    warn_if_slow(precision, device)  # once per build, not per chunk
     # Built outside inference mode: the copies are ordinary tensors, whatever the caller runs under.
     with torch.inference_mode(False), torch.no_grad():
         runner = model if precision == "fp32" else _copy_as(model, _DTYPES[precision])

@@ -57,11 +57,13 @@ class Policy:
         flow_noise: str = "fresh",
         noise_seed: int = 0,
         flow_noise_scale: float = 1.0,
+        flow_steps: int | None = None,
     ) -> None:
         if flow_noise not in FLOW_NOISE:
             raise ValueError(f"flow_noise must be one of {list(FLOW_NOISE)}, got {flow_noise!r}")
         if not (math.isfinite(flow_noise_scale) and flow_noise_scale >= 0.0):
             raise ValueError(f"flow_noise_scale must be a finite number >= 0, got {flow_noise_scale!r}")
+        self.flow_steps = _checked_flow_steps(flow_steps, model.config)
         self.model = model.eval()
         self.flow_noise = flow_noise
         self.flow_noise_scale = float(flow_noise_scale)
@@ -119,7 +121,7 @@ class Policy:
         if self._noise is not None:
             options = {**options, "generator": self._noise}
         if self.model.config.action_head == "flow":
-            options = {**options, "noise_scale": self.flow_noise_scale}
+            options = {**options, "noise_scale": self.flow_noise_scale, "flow_steps": self.flow_steps}
         with _autocast(self.device, self.precision):
             predicted = self.model.generate(obs, options, precision=self.precision)
         normalized, report = self.action_tokenizer.decode(predicted.cpu())
@@ -210,6 +212,22 @@ PRECISION_CHOICES = ("auto", *PRECISIONS)
 FLOW_NOISE = ("fresh", "fixed")
 
 
+def _checked_flow_steps(flow_steps: int | None, config: Any) -> int | None:
+    """The Euler steps a flow-head policy samples with (``None``: any other head); an override
+    other than the checkpoint's ``flow_steps`` is the latency knob, so a bad one names the problem."""
+    if config.action_head != "flow":
+        if flow_steps is not None:
+            raise ValueError(
+                f"flow_steps applies to flow-head checkpoints; this one's head is {config.action_head!r}"
+            )
+        return None
+    if flow_steps is None:
+        return int(config.flow_steps)
+    if isinstance(flow_steps, bool) or not isinstance(flow_steps, int) or flow_steps < 1:
+        raise ValueError(f"flow_steps must be an integer >= 1, got {flow_steps!r}")
+    return flow_steps
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` -> ``fp32`` (on CUDA that runs under bf16 autocast, as training does); the others
     are :data:`vla.model.inference_weights.PRECISIONS`, checked against ``device``."""
@@ -276,6 +294,7 @@ def load_policy(
     flow_noise: str = "fresh",
     noise_seed: int = 0,
     flow_noise_scale: float = 1.0,
+    flow_steps: int | None = None,
     trusted_files: Sequence[str | os.PathLike[str]] = (),
 ) -> Policy:
     """Load a checkpoint (or a run directory: its latest checkpoint) as a :class:`Policy`.
@@ -293,6 +312,8 @@ def load_policy(
     release) hovers there forever; new noise lets it leave (see :data:`FLOW_NOISE`).
     ``flow_noise_scale`` multiplies that starting noise (the sampler's temperature): 1 is the
     distribution the head was trained from, 0 starts every chunk at zero (deterministic).
+    ``flow_steps`` (flow head): Euler steps per chunk instead of the checkpoint's own (fewer: less
+    latency; the README's action-head section gives success against steps).
     ``trusted_files``: files outside the checkpoint its config may name (given explicitly by the
     user); anything else a checkpoint names outside itself, or sizes its weights do not have, raise
     :class:`~vla.checkpoint.CheckpointError` before any model is built.
@@ -319,4 +340,5 @@ def load_policy(
         model, spec, normalizer, action_tokenizer, text_tokenizer, device=torch_device,
         replan_every=replan_every, temporal_ensemble=temporal_ensemble, max_age_s=max_age_s,
         precision=precision, flow_noise=flow_noise, noise_seed=noise_seed, flow_noise_scale=flow_noise_scale,
+        flow_steps=flow_steps,
     )  # fmt: skip

@@ -93,6 +93,16 @@ def policy_kind(path: str | os.PathLike[str]) -> str:
     return "checkpoint"
 
 
-def load_stored_policy(path: str | os.PathLike[str], device: str = "auto", precision: str = "auto") -> Any:
-    """The policy stored at ``path`` (any kind above, detected), ready for ``predict_chunks`` / ``predict_chunk``."""
-    return POLICY_LOADERS[policy_kind(path)](str(path), device, precision)
+def load_stored_policy(
+    path: str | os.PathLike[str], device: str = "auto", precision: str = "auto", flow_steps: int | None = None
+) -> Any:
+    """The policy stored at ``path`` (any kind above, detected), ready for ``predict_chunks`` / ``predict_chunk``.
+    ``flow_steps`` (a vla checkpoint with the flow head) overrides its Euler steps per chunk."""
+    kind = policy_kind(path)
+    if flow_steps is None:
+        return POLICY_LOADERS[kind](str(path), device, precision)
+    if kind != "checkpoint":  # an export traced its steps into the graph; lerobot has its own sampler
+        raise ValueError(
+            f"flow_steps={flow_steps} applies to vla checkpoints, not to the {kind} policy at {path}"
+        )
+    return _load_checkpoint(str(path), device, precision, flow_steps=flow_steps)
