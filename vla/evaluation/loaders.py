@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from vla.policies.sources import POLICY_LOADERS as STORED_POLICY_LOADERS
-from vla.policies.sources import PolicyLoader, only_auto_precision
+from vla.policies.sources import PolicyLoader, load_with_sampler, only_auto_precision
 
 
 def _load_scripted(source: str | None, device: str, precision: str = "auto") -> Any:
@@ -38,12 +38,5 @@ def load_eval_policy(
     vla checkpoints only."""
     if kind not in POLICY_LOADERS:
         raise ValueError(f"unknown policy kind {kind!r}; known: {sorted(POLICY_LOADERS)}")
-    sampler = {key: value for key, value, default in (("flow_noise", flow_noise, "fresh"),
-               ("flow_noise_scale", flow_noise_scale, 1.0), ("flow_steps", flow_steps, None))
-               if value != default}  # fmt: skip
-    if not sampler:
-        return POLICY_LOADERS[kind](source, device, precision)
-    if kind != "checkpoint":
-        named = " ".join(f"{key}={value}" for key, value in sampler.items())
-        raise ValueError(f"{named} applies to vla checkpoints, not policy={kind}")
-    return POLICY_LOADERS[kind](source, device, precision, **sampler)
+    return load_with_sampler(POLICY_LOADERS, kind, source, device, precision, flow_noise=flow_noise,
+                             flow_noise_scale=flow_noise_scale, flow_steps=flow_steps)  # fmt: skip

@@ -15,7 +15,7 @@ a stateless ``predict_chunks(batch) -> (B, H, A)``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,16 +93,36 @@ def policy_kind(path: str | os.PathLike[str]) -> str:
     return "checkpoint"
 
 
+# The flow sampler's settings (vla.policies.load_policy keywords) and the values that leave it as trained.
+SAMPLER_DEFAULTS: dict[str, Any] = {"flow_noise": "fresh", "flow_noise_scale": 1.0, "flow_steps": None}
+
+
+def load_with_sampler(
+    loaders: Mapping[str, PolicyLoader],
+    kind: str,
+    source: str | None,
+    device: str,
+    precision: str,
+    **sampler: Any,
+) -> Any:
+    """``loaders[kind](source, device, precision)`` with the sampler settings (:data:`SAMPLER_DEFAULTS`'
+    keys) that differ from their defaults, which only a vla checkpoint takes: an export traced its
+    sampler into the graph, a lerobot or scripted policy has its own."""
+    chosen = {key: value for key, value in sampler.items() if value != SAMPLER_DEFAULTS[key]}
+    if not chosen:
+        return loaders[kind](source, device, precision)
+    if kind != "checkpoint":
+        named = " ".join(f"{key}={value}" for key, value in chosen.items())
+        where = f" at {source}" if source else ""
+        raise ValueError(f"{named} applies to vla checkpoints, not to the {kind} policy{where}")
+    return loaders[kind](source, device, precision, **chosen)
+
+
 def load_stored_policy(
     path: str | os.PathLike[str], device: str = "auto", precision: str = "auto", flow_steps: int | None = None
 ) -> Any:
     """The policy stored at ``path`` (any kind above, detected), ready for ``predict_chunks`` / ``predict_chunk``.
     ``flow_steps`` (a vla checkpoint with the flow head) overrides its Euler steps per chunk."""
-    kind = policy_kind(path)
-    if flow_steps is None:
-        return POLICY_LOADERS[kind](str(path), device, precision)
-    if kind != "checkpoint":  # an export traced its steps into the graph; lerobot has its own sampler
-        raise ValueError(
-            f"flow_steps={flow_steps} applies to vla checkpoints, not to the {kind} policy at {path}"
-        )
-    return _load_checkpoint(str(path), device, precision, flow_steps=flow_steps)
+    return load_with_sampler(
+        POLICY_LOADERS, policy_kind(path), str(path), device, precision, flow_steps=flow_steps
+    )
