@@ -10,6 +10,7 @@ import pytest
 
 from vla.benchmark import BenchmarkCommand, overrides_of, plan
 from vla.benchmark import main as benchmark_main
+from vla.code_version import code_version
 from vla.data import TrajectoryStore
 
 pytestmark = pytest.mark.slow
@@ -35,6 +36,8 @@ def test_results_table_and_json(first_run):
         assert row["episodes"] == 1 and 0.0 <= row["ci_low"] <= row["success_rate"] <= row["ci_high"] <= 1.0
     assert set(results["seconds"]) == {"record", "train", "eval"} and all(results["seconds"].values())
     assert results["commands"]["train"].startswith("vla train store=")
+    # Each step records the code it ran on; this checkout's, since nothing changed during the run.
+    assert results["code"] == {step: [code_version()] for step in ("record", "train", "eval")}
     table = (first_run / "results.md").read_text()
     assert "| reach-red |" in table and "| press-blue |" in table and "record + train" in table
     report = json.loads((first_run / "eval" / "report.json").read_text())

@@ -143,7 +143,7 @@ def test_scripted_expert_full_report(tmp_path: Path) -> None:
 
     data = json.loads((tmp_path / "report.json").read_text())
     for key in ["policy", "checkpoint", "checkpoint_hash", "env", "tasks", "episodes_per_task", "phrasings",
-                "seeds", "replan_every", "temporal_ensemble", "num_envs", "vla_version", "command"]:  # fmt: skip
+                "seeds", "replan_every", "temporal_ensemble", "num_envs", "vla_version", "code", "command"]:  # fmt: skip
         assert key in data["protocol"], key
     assert data["protocol"]["command"].startswith("vla eval policy=scripted")
     assert data["protocol"]["env"]["suite"] == "evalfake"

@@ -13,6 +13,7 @@ import torch
 from test_train_helpers import make_config_root, make_tiny_store
 
 from vla.cli import main as vla_main
+from vla.code_version import code_version
 from vla.normalization import NormalizationError
 from vla.policy_spec import FeatureMismatchError
 from vla.train.cli import train_config
@@ -58,7 +59,8 @@ def test_cli_writes_a_complete_checkpoint(tiny_root: Path, capsys: pytest.Captur
     policy = json.loads((checkpoint / "policy.json").read_text())
     assert policy["camera_keys"] == ["observation.images.front", "observation.images.wrist"]
     assert policy["image_shape"] == [16, 16, 3] and policy["chunk_size"] == 4 and policy["action_dim"] == 3
-    assert json.loads((checkpoint / "train_state.json").read_text())["step"] == 3
+    state = json.loads((checkpoint / "train_state.json").read_text())
+    assert state["step"] == 3 and state["code"] == code_version()  # the code that wrote the checkpoint
     assert list((out / "tb").iterdir()), "no TensorBoard events written"
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("val/loss" in row for row in logged) and all(np.isfinite(r["train/loss"]) for r in logged)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from vla.cli_errors import cli_main
+from vla.code_version import code_version
 from vla.config import ConfigError, compose_command
 from vla.config_schema import at_least, choice, config_group, required, unset_schema
 from vla.envs.record import RecordOverrides
@@ -190,6 +191,7 @@ def run(p: Plan, progress: Callable[[str], None] = print) -> dict[str, Any]:
             continue
         before = progress_of()
         progress(f"\n== {title}\n$ vla {key} {shlex.join(argv)}")
+        code = code_version()  # the code this step imports (an editable install can change mid-run)
         step_started = time.perf_counter()
         status = 1
         try:
@@ -199,6 +201,7 @@ def run(p: Plan, progress: Callable[[str], None] = print) -> dict[str, Any]:
             if progress_of() != before:
                 entry = state["steps"].setdefault(key, {"runs": []})
                 entry["runs"].append(round(seconds, 2))
+                entry.setdefault("code", []).append(code)
                 entry["command"] = f"vla {key} {shlex.join(argv)}"
                 _write_state(p.out, state)
         if status != 0:
@@ -278,6 +281,8 @@ def write_results(p: Plan, state: Mapping[str, Any], wall_s: float) -> dict[str,
         "suite": p.suite,
         "machine": describe_machine(),
         "commands": {k: v["command"] for k, v in state["steps"].items()},
+        # The code each step's runs started on (states written before 2026-12-04 lack it).
+        "code": {k: list(dict.fromkeys(v.get("code", []))) for k, v in state["steps"].items()},
         "seconds": times,
         "record_and_train_minutes": (times.get("record", 0.0) + times.get("train", 0.0)) / 60,
         "overall": [_row(r) for r in report.overall],
@@ -324,13 +329,29 @@ def results_markdown(results: Mapping[str, Any]) -> str:
             lines.append(f"| {group} | " + " | ".join(_cell(by.get(p)) for p in phrasings) + " |")
         if groups and title == "difficulty":
             lines.append("| | " + " | ".join("" for _ in phrasings) + " |")
-    seconds = results["seconds"]
-    lines += ["", "| step | wall clock | command |", "|---|---|---|"]
+    seconds, code = results["seconds"], results.get("code", {})
+    lines += ["", "| step | wall clock | code | command |", "|---|---|---|---|"]
     for step in ("record", "train", "eval"):
         if step in seconds:
-            lines.append(f"| {step} | {seconds[step] / 60:.1f} min | `{results['commands'][step]}` |")
-    lines.append(f"| record + train | {results['record_and_train_minutes']:.1f} min | |")
+            versions = ", ".join(code.get(step, [])) or "not recorded"
+            lines.append(
+                f"| {step} | {seconds[step] / 60:.1f} min | {versions} | `{results['commands'][step]}` |"
+            )
+    lines.append(f"| record + train | {results['record_and_train_minutes']:.1f} min | | |")
+    if warning := code_warning(code):
+        lines += ["", warning]
     return "\n".join(lines) + "\n"
+
+
+def code_warning(code: Mapping[str, Sequence[str]]) -> str | None:
+    """A line saying the steps did not all run on one clean commit, or None when they did."""
+    versions = {v for runs in code.values() for v in runs}
+    if len(versions) > 1:
+        by_step = "; ".join(f"{step}: {', '.join(runs)}" for step, runs in code.items() if runs)
+        return f"**Warning: the steps ran on different code** ({by_step}): these results mix versions."
+    if any(v.endswith("+dirty") for v in versions):
+        return "**Warning: the code had uncommitted changes** (`+dirty`): its commit alone does not reproduce it."
+    return None
 
 
 def overrides_of(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -13,7 +13,8 @@ Layout of ``<run>/checkpoints/step_<NNNNNNNN>/``::
     text_tokenizer.json       TextTokenizer.to_dict()
     policy.json               PolicySpec fields (cameras, shapes, names, n_obs_steps, chunk size, fps)
     train_state.safetensors   optimizer tensors and RNG states
-    train_state.json          step, optimizer hyper-parameters, python RNG state, data position
+    train_state.json          step, the code that wrote it (vla.code_version), optimizer
+                              hyper-parameters, python RNG state, data position
     files/                    encoder files the model config names (``pretrained:files/...``)
 
 ``<run>/checkpoints/latest`` is a one-line text file naming the newest complete checkpoint. A
@@ -39,6 +40,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from vla.checkpoint_guard import CheckpointError, bundle_model_files, resolve_model_files
+from vla.code_version import code_version
 
 CHECKPOINTS_DIR = "checkpoints"
 LATEST = "latest"
@@ -177,9 +179,8 @@ def save_checkpoint(
     rng_tensors, rng_meta = rng_state()
     opt_tensors, opt_meta = optimizer_state(optimizer)
     save_file({**rng_tensors, **opt_tensors}, str(tmp / STATE_TENSORS))
-    write_json(
-        tmp / STATE_JSON, {"step": step, "rng": rng_meta, "optimizer": opt_meta, **(extra_state or {})}
-    )
+    meta = {"step": step, "code": code_version(), "rng": rng_meta, "optimizer": opt_meta}
+    write_json(tmp / STATE_JSON, {**meta, **(extra_state or {})})
     if final.exists():  # the same step saved twice (e.g. periodic + final): the new one wins
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -68,7 +68,7 @@ def to_markdown(report: EvalReport) -> str:
         + (f"; on {p.get('device')} at {p['precision']}" if p.get("precision") else ""),
         f"- simulator: {p.get('backend', 'classic')} backend on {p.get('sim_device', 'cpu')}",
         f"- seeds: `vla.seeds.eval_seeds` (disjoint from training seeds), first task's: {_first_seeds(p)}",
-        f"- vla {p.get('vla_version')}, {p.get('created')}",
+        f"- vla {p.get('vla_version')}, code {p.get('code', 'not recorded')}, {p.get('created')}",
         f"- reproduce: `{p.get('command')}`",
         "",
         "Success rates are with Wilson 95% intervals; 'overall' pools all episodes "
