@@ -65,3 +65,39 @@ def test_reader_never_sees_a_partial_episode_while_writer_runs(tmp_path):
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
     assert data_frame(0, 0)["action"][0] == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_commit_waits_for_it(tmp_path, monkeypatch, signum):
+    """Ctrl-C or SIGTERM arriving while the commit record is written: the episode is committed
+    whole, the interrupt comes right after, and the writer's clean-up keeps every committed frame.
+    (Unheld, the interrupt could land while zarr's IO thread still wrote the record, and the clean-up
+    truncated the arrays under it: "10 frames stored, 20 committed".)"""
+    from zarr.core.attributes import Attributes
+
+    path = tmp_path / "store.zarr"
+    with TrajectoryStore.create(path, data_schema(), fps=10, robot_type="test") as store:
+        write_data_episodes(store, [3])
+    write_record = Attributes.__setitem__
+
+    def interrupted_write(self, key, value):
+        os.kill(os.getpid(), signum)  # arrives before the record is written
+        write_record(self, key, value)
+
+    def sigterm_exits(_signum, _frame):  # what `vla record` installs for SIGTERM
+        raise SystemExit(143)
+
+    previous = signal.signal(signal.SIGTERM, sigterm_exits)
+    try:
+        with TrajectoryStore.open(path, mode="a") as store, pytest.raises((KeyboardInterrupt, SystemExit)):
+            with store.writer() as writer:
+                writer.start_episode("interrupted", env_id="env", seed=1)
+                for i in range(4):
+                    writer.add_frame(data_frame(3 + i, i))
+                monkeypatch.setattr(Attributes, "__setitem__", interrupted_write)
+                writer.commit_episode(success=True)
+            pytest.fail("the signal was not delivered after the commit")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        monkeypatch.undo()
+    assert _check_intact(path, at_least=2) == 2  # the interrupted episode is in, all 7 frames

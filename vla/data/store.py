@@ -26,6 +26,7 @@ import zarr
 
 from vla.data import layout
 from vla.data.errors import StoreCorruptError, StoreError, StoreLockedError
+from vla.data.interrupts import signals_held
 from vla.data.lock import LOCK_NAME, WriterLock
 from vla.data.rows import ChunkReader, read_rows, reader_for
 from vla.data.schema import Schema
@@ -239,9 +240,11 @@ class TrajectoryStore:
         doc["committed"] = {"num_episodes": int(num_episodes), "num_frames": int(num_frames)}
         if stats is not None:
             doc["stats"] = stats
-        self._root.attrs[layout.ATTRS_KEY] = doc  # the atomic commit point
-        self._doc = doc
-        self._meta_cache = None
+        # Ctrl-C or SIGTERM waits for the record and this object's copy of it to agree (interrupts).
+        with signals_held():
+            self._root.attrs[layout.ATTRS_KEY] = doc  # the atomic commit point
+            self._doc = doc
+            self._meta_cache = None
 
     def _require_append(self, what: str) -> None:
         if self.mode != "a" or self._lock is None:
