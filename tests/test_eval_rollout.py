@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
+from vla.code_version import code_version
 from vla.envs import registry
 from vla.evaluation import ScriptedPolicy, evaluate, load_report
 from vla.seeds import TRAIN_SEED_RANGE, eval_seeds
@@ -146,6 +147,7 @@ def test_scripted_expert_full_report(tmp_path: Path) -> None:
                 "seeds", "replan_every", "temporal_ensemble", "num_envs", "vla_version", "code", "command"]:  # fmt: skip
         assert key in data["protocol"], key
     assert data["protocol"]["command"].startswith("vla eval policy=scripted")
+    assert data["protocol"]["code"] == code_version()  # the checkout the evaluation ran on
     assert data["protocol"]["env"]["suite"] == "evalfake"
     assert {r["difficulty"] for r in data["per_difficulty"]} == {"easy", "hard"}
     assert data["timing"]["env_steps"] == sum(e.length for e in report.episodes) > 0

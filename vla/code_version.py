@@ -32,9 +32,11 @@ def code_version(root: Path = PACKAGE_ROOT) -> str:
 
 
 def _git(root: Path, *args: str) -> str:
+    # --no-optional-locks: `git status` must not take the index lock from a user's git command.
     done = subprocess.run(
-        ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
-    )
+        ["git", "--no-optional-locks", "-C", str(root), *args],
+        capture_output=True, text=True, timeout=10, check=True,
+    )  # fmt: skip
     return done.stdout.strip()
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vla.code_version import code_version
 from vla.evaluation import protocol as P
 from vla.evaluation.loaders import POLICY_LOADERS
 from vla.evaluation.plots import plot_success
@@ -105,6 +106,7 @@ def evaluate(
     sampler = VideoSampler(out, video_count, fps=DEFAULT_VIDEO_FPS) if out else None
 
     decode_errors_before = getattr(policy, "decode_errors", 0)
+    code = code_version()  # at the start: an editable checkout can change while the episodes run
     bar = progress_bar(total=len(plan), unit="ep", desc="vla eval", disable=not progress, dynamic_ncols=True)
     started = time.perf_counter()
     with bar:
@@ -172,6 +174,7 @@ def evaluate(
             getattr(policy, "flow_steps", None),
         ),
         "argv": list(argv) if argv is not None else None,
+        "code": code,  # the commit (+dirty) of the checkout the evaluation started on
         **P.environment_facts(),
     }
     env_steps = sum(e.length for e in episodes)

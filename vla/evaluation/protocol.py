@@ -124,11 +124,9 @@ def reproduce_command(args: Mapping[str, Any]) -> str:
 def environment_facts() -> dict[str, str]:
     """Versions and machine, so numbers can be compared across runs."""
     from vla import __version__
-    from vla.code_version import code_version
 
     return {
         "vla_version": __version__,
-        "code": code_version(),  # the commit (+dirty) of the checkout, when vla runs from one
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),
