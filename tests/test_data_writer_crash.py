@@ -13,6 +13,7 @@ import pytest
 from conftest import data_frame, data_schema, endless_writer_code, write_data_episodes
 
 from vla.data import TrajectoryStore, validate_store
+from vla.envs.record_workers import sigterm_exits
 
 
 def _check_intact(path, at_least: int) -> int:
@@ -84,20 +85,14 @@ def test_a_signal_during_the_commit_waits_for_it(tmp_path, monkeypatch, signum):
         os.kill(os.getpid(), signum)  # arrives before the record is written
         write_record(self, key, value)
 
-    def sigterm_exits(_signum, _frame):  # what `vla record` installs for SIGTERM
-        raise SystemExit(143)
-
-    previous = signal.signal(signal.SIGTERM, sigterm_exits)
-    try:
-        with TrajectoryStore.open(path, mode="a") as store, pytest.raises((KeyboardInterrupt, SystemExit)):
-            with store.writer() as writer:
-                writer.start_episode("interrupted", env_id="env", seed=1)
-                for i in range(4):
-                    writer.add_frame(data_frame(3 + i, i))
-                monkeypatch.setattr(Attributes, "__setitem__", interrupted_write)
-                writer.commit_episode(success=True)
-            pytest.fail("the signal was not delivered after the commit")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        monkeypatch.undo()
+    # SIGTERM as `vla record` handles it: SystemExit(143) through the writer's clean-up.
+    with sigterm_exits(), pytest.raises((KeyboardInterrupt, SystemExit)):
+        with TrajectoryStore.open(path, mode="a") as store, store.writer() as writer:
+            writer.start_episode("interrupted", env_id="env", seed=1)
+            for i in range(4):
+                writer.add_frame(data_frame(3 + i, i))
+            monkeypatch.setattr(Attributes, "__setitem__", interrupted_write)
+            writer.commit_episode(success=True)
+        pytest.fail("the signal was not delivered after the commit")
+    monkeypatch.undo()
     assert _check_intact(path, at_least=2) == 2  # the interrupted episode is in, all 7 frames

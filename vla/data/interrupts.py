@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import threading
 from collections.abc import Iterator
+
+from vla.signals import handling_signals
 
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -24,21 +25,15 @@ def signals_held(signums: tuple[signal.Signals, ...] = HELD_SIGNALS) -> Iterator
     Python runs signal handlers in the main thread only, so elsewhere nothing can interrupt the
     block and it runs unchanged.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     received: list[int] = []
 
     def hold(signum: int, _frame: object) -> None:
         if signum not in received:
             received.append(signum)
 
-    previous = {signum: signal.signal(signum, hold) for signum in signums}
     try:
-        yield
+        with handling_signals(hold, signums):
+            yield
     finally:
-        for signum, handler in previous.items():
-            # None: a handler installed outside Python; the default is the closest we can restore.
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        for signum in received:
+        for signum in received:  # the old handlers are back: each signal now reaches its own
             signal.raise_signal(signum)

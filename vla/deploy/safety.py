@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from vla.signals import handling_signals
 
 
 @dataclass
@@ -121,14 +122,9 @@ def stop_on_signals(stop: StopRequest | None = None) -> Iterator[StopRequest]:
     (another thread may set it) and leaves the process's handlers alone.
     """
     stop = stop or StopRequest()
-    if threading.current_thread() is not threading.main_thread():
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop.request(signal.Signals(signum).name)
+
+    with handling_signals(request_stop, (signal.SIGINT, signal.SIGTERM)):
         yield stop
-        return
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, lambda signum, _frame: stop.request(signal.Signals(signum).name))
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

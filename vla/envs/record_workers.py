@@ -18,13 +18,13 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
-import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from vla.envs import registry
 from vla.envs.record_rollout import init_worker
+from vla.signals import handling_signals
 
 
 def start_workers(count: int, env_cfg: Mapping[str, Any], noise: float) -> ProcessPoolExecutor:
@@ -53,15 +53,9 @@ def stop_workers(executor: Any) -> None:
 @contextlib.contextmanager
 def sigterm_exits() -> Iterator[None]:
     """Within the block, SIGTERM raises ``SystemExit(143)`` in the main thread (elsewhere: no change)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def exit_143(_signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signal.SIGTERM)
 
-    previous = signal.signal(signal.SIGTERM, exit_143)
-    try:
+    with handling_signals(exit_143, (signal.SIGTERM,)):
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
